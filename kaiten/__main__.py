@@ -1,0 +1,3 @@
+from kaiten.cli import main
+
+main()

@@ -1,0 +1,231 @@
+"""The ``kaiten`` command: run a service, migrate the database, start the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.settings import SERVICE_NAMES, Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.command()
+def run(service: Annotated[str, typer.Argument(help=" | ".join(SERVICE_NAMES))]) -> None:
+    """Run one service in the foreground (SIGTERM stops it gracefully)."""
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"choose one of {', '.join(SERVICE_NAMES)}", param_hint="SERVICE")
+    from shared.runner import run as run_service  # noqa: PLC0415 -- keep `kaiten --help` fast
+
+    spec = importlib.import_module(f"services.{service}.app").build_service()
+    raise typer.Exit(run_service(spec))
+
+
+@app.command()
+def migrate(
+    service: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="Only these services.")
+    ] = None,
+    downgrade: Annotated[
+        str | None, typer.Option(help="Downgrade to this revision ('base' removes all).")
+    ] = None,
+) -> None:
+    """Bring every service's schema to the latest revision (DATABASE_URL)."""
+    from kaiten import migrate as m  # noqa: PLC0415
+    from shared.migrations import current_revision  # noqa: PLC0415
+
+    settings = Settings()
+    services = tuple(service or SERVICE_NAMES)
+    for name in services:
+        m.script_location(name)  # reject unknown names before touching the database
+    if downgrade is None:
+        m.upgrade_all(settings.database_url, services)
+    else:
+        m.downgrade_all(settings.database_url, downgrade, services)
+    for name in services:
+        rev = asyncio.run(current_revision(name, settings.database_url))
+        typer.echo(f"{name:<12} {rev or '(no tables)'}")
+
+
+@app.command()
+def cluster(
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 6443,
+    kubeconfig: Annotated[
+        Path, typer.Option(help="Where to write the kubeconfig for kubectl and clients.")
+    ] = Path(".kaiten/kubeconfig"),
+    simulate: Annotated[
+        bool, typer.Option(help="Run simulated nodes, pods, Deployments and Jobs.")
+    ] = False,
+    state: Annotated[
+        Path | None, typer.Option(help="Keep the cluster's objects in this file across restarts.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Run the development cluster: a Kubernetes API emulator for the local stack and tests."""
+    from localdev.kubeapi.cluster import serve_cluster  # noqa: PLC0415
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_cluster(
+            host, port, kubeconfig.resolve(), state_file=state, simulate=simulate, stop=stop
+        )
+
+    asyncio.run(main())
+
+
+@app.command()
+def crd(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the Workspace CustomResourceDefinition generated from the models."""
+    from shared.workspace.crd import workspace_crd_yaml  # noqa: PLC0415
+
+    text = workspace_crd_yaml()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+presets_app = typer.Typer(help="The model presets and GPU instance types Kaiten knows.")
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.callback(invoke_without_command=True)
+def presets(
+    ctx: typer.Context,
+    skus: Annotated[bool, typer.Option("--skus", help="List GPU instance types instead.")] = False,
+    cloud: Annotated[
+        str | None, typer.Option(help="Only this cloud's instance types (azure, azure-arc, aws).")
+    ] = None,
+) -> None:
+    """List the model presets (or, with --skus, the GPU instance types)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from presets.catalog import default_catalog  # noqa: PLC0415
+    from presets.catalog.cli import format_presets, format_skus  # noqa: PLC0415
+
+    catalog = default_catalog()
+    typer.echo(format_skus(catalog, cloud) if skus else format_presets(catalog))
+
+
+@presets_app.command("build-tiny")
+def build_tiny(
+    directory: Annotated[Path, typer.Argument(help="Where to write the model.")],
+) -> None:
+    """Build the tiny test model offline: a model you can serve on a laptop, no download."""
+    from presets.tiny import build_tiny_model  # noqa: PLC0415
+
+    typer.echo(f"tiny model written to {build_tiny_model(directory)}")
+
+
+@app.command()
+def serve(
+    *,
+    model: Annotated[Path, typer.Option(help="Folder with the model (config.json, weights).")],
+    adapters_dir: Annotated[
+        Path | None, typer.Option(help="Folder of LoRA adapter folders.")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name clients use (default: the folder's name).")
+    ] = None,
+    runtime: Annotated[str, typer.Option(help="transformers or vllm.")] = "transformers",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve a model exactly as an inference pod's entry point does."""
+    name = served_model_name or model.name
+    if runtime == "transformers":
+        from presets.inference.server import main as serve_transformers  # noqa: PLC0415
+
+        argv = [
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--served-model-name",
+            name,
+            "--host",
+            host,
+        ]
+        if adapters_dir is not None:
+            argv += ["--adapters-dir", str(adapters_dir)]
+        raise typer.Exit(serve_transformers(argv))
+    if runtime == "vllm":
+        from presets.inference.vllm_launcher import main as serve_vllm  # noqa: PLC0415
+
+        argv = ["--model", str(model), "--port", str(port), "--served-model-name", name]
+        if adapters_dir is not None:
+            argv += ["--enable-lora", "--kaito-adapters-dir", str(adapters_dir)]
+        raise typer.Exit(serve_vllm(argv))
+    raise typer.BadParameter("choose transformers or vllm", param_hint="--runtime")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def tune(ctx: typer.Context) -> None:
+    """Fine-tune an adapter exactly as the tuning image does: --config FILE --data DIR
+    --output DIR [--model DIR] [--method lora|qlora] [--progress-port N]."""
+    from presets.tuning.cli import main as tune_main  # noqa: PLC0415
+
+    raise typer.Exit(tune_main(list(ctx.args)))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def oci(ctx: typer.Context) -> None:
+    """Push or pull OCI artifacts (adapters, datasets, weights): push DIR REF | pull REF DIR,
+    with --docker-config FILE for credentials."""
+    from presets.oci import main as oci_main  # noqa: PLC0415
+
+    raise typer.Exit(oci_main(list(ctx.args)))
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Workspace YAML files (- for stdin).")],
+    old: Annotated[
+        Path | None, typer.Option(help="The Workspace before the change, to check an update.")
+    ] = None,
+) -> None:
+    """Validate Workspace YAML offline with the admission webhook's rules."""
+    from kaiten.lint import validate_files  # noqa: PLC0415
+
+    settings = Settings()
+    raise typer.Exit(validate_files(files, old, settings, echo=typer.echo))
+
+
+@app.command()
+def up() -> None:
+    """Start Kaiten on the embedded local stack (what exists of it so far)."""
+    from localdev import stack  # noqa: PLC0415
+
+    raise typer.Exit(stack.up())
+
+
+@app.command()
+def down() -> None:
+    """Stop what `kaiten up` started."""
+    from localdev import stack  # noqa: PLC0415
+
+    raise typer.Exit(stack.down())
+
+
+@app.command()
+def status() -> None:
+    """Show what `kaiten up` started and whether each part answers."""
+    from localdev import stack  # noqa: PLC0415
+
+    raise typer.Exit(stack.status())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The servers that run inside inference pods: the transformers server and the vLLM launcher."""

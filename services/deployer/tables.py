@@ -1,0 +1,6 @@
+"""Tables of the deployer service, in its own schema `deployer`."""
+
+from shared.db import handled_generations_table, service_metadata
+
+metadata = service_metadata("deployer")
+handled_generations = handled_generations_table(metadata)

@@ -1,0 +1,359 @@
+"""The watcher's use cases: observe Workspaces (list-then-watch, resume from the last
+resourceVersion, relist on 410), keep Kaito's bookkeeping (finalizer, hash and revision
+annotations, ControllerRevisions), announce new generations, write reported conditions to status
+(coalesced per workspace, retried on 409), and hold deletion until every involved service cleaned
+up. Decisions are ``core``'s; this module does the I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from services.watcher import core
+from services.watcher.kubeapi import GoneError, WorkspaceApi
+from services.watcher.store import WatcherStore
+from shared.bus import Bus
+from shared.errors import KaitenError, PermanentError, TransientError
+from shared.events import (
+    Condition,
+    Envelope,
+    WorkspaceDeleting,
+    WorkspaceObserved,
+    WorkspaceRef,
+    new_event,
+)
+from shared.kube import Manifest
+
+log = structlog.get_logger(__name__)
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherOptions:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    resync_s: float = 300.0
+    cleanup_timeout_s: float = 300.0
+    watch_timeout_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """What one event asks of a workspace's status."""
+
+    conditions: tuple[Condition, ...] = ()
+    worker_nodes: tuple[str, ...] | None = None
+    target_node_count: int | None = None
+
+
+@dataclass
+class _Pending:
+    updates: list[tuple[StatusUpdate, asyncio.Future[None]]] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Watcher:
+    def __init__(
+        self,
+        api: WorkspaceApi,
+        store: WatcherStore,
+        bus: Bus,
+        clock: Clock,
+        options: WatcherOptions,
+    ) -> None:
+        self.api, self.store, self.bus, self.clock, self.options = api, store, bus, clock, options
+        self._pending: dict[tuple[str, str], _Pending] = defaultdict(_Pending)
+        self._rechecks: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- observe -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Observe every configured namespace and resync periodically, until cancelled."""
+        scopes: Sequence[str | None] = self.options.namespaces or (None,)
+        async with asyncio.TaskGroup() as group:
+            for scope in scopes:
+                group.create_task(self._observe(scope))
+            group.create_task(self._resync_forever())
+
+    async def _observe(self, namespace: str | None) -> None:
+        delay = 0.2
+        trigger = "list"  # the first list announces what changed; a relist announces everything
+        while True:
+            try:
+                items, version = await self.api.list_workspaces(namespace)
+                for obj in items:
+                    await self._safely(obj, trigger)
+                delay = 0.2
+                while True:  # a stream that ends (timeout, cut) resumes from the last version
+                    async for kind, obj in self.api.watch(
+                        namespace, version, self.options.watch_timeout_s
+                    ):
+                        version = str(obj["metadata"].get("resourceVersion") or version)
+                        if kind in ("ADDED", "MODIFIED"):
+                            await self._safely(obj, "watch")
+            except GoneError:
+                log.info("watch.gone", namespace=namespace or "*")
+                trigger = "relist"
+            except (KaitenError, OSError) as e:
+                log.warning("watch.error", namespace=namespace or "*", error=str(e))
+                trigger = "relist"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_s)
+            await self.resync()
+
+    async def resync(self) -> None:
+        """Announce every Workspace again (heals lost events) and check deletion timeouts."""
+        for scope in self.options.namespaces or (None,):
+            items, _ = await self.api.list_workspaces(scope)
+            for obj in items:
+                await self._safely(obj, "resync")
+
+    async def _safely(self, obj: Manifest, trigger: str) -> None:
+        try:
+            await self.on_workspace(obj, trigger)
+        except KaitenError as e:  # the next event or resync for it tries again
+            meta = obj.get("metadata", {})
+            log.warning(
+                "workspace.failed",
+                workspace=f"{meta.get('namespace')}/{meta.get('name')}",
+                error=str(e),
+            )
+
+    async def on_workspace(self, obj: Manifest, trigger: str) -> None:
+        ref = core.workspace_ref(obj)
+        if core.is_deleting(obj):
+            await self._deletion(obj, ref)
+            return
+        spec_hash = core.spec_hash(obj)
+        obj = await self._bookkeeping(obj, spec_hash)
+        is_new = await self.store.announced_generation(ref.uid) < ref.generation
+        if not is_new and trigger not in ("resync", "relist"):
+            return
+        reason = trigger if not is_new else ("added" if ref.generation <= 1 else "changed")
+        data = WorkspaceObserved(workspace=obj, spec_hash=spec_hash, trigger=reason)
+        # Publish, then record: a crash in between publishes again on restart with the same
+        # Nats-Msg-Id (same object, same data), which JetStream drops inside its window.
+        await self.bus.publish(new_event(data, source="watcher", workspace=ref, now=self.clock()))
+        if is_new:
+            await self.store.announce(ref, spec_hash, self.clock())
+
+    async def _bookkeeping(self, obj: Manifest, spec_hash: str) -> Manifest:
+        meta = obj["metadata"]
+        revisions = await self.api.revisions(meta["namespace"], meta["name"])
+        plan = core.plan_revision(obj, revisions, spec_hash)
+        if plan.create is not None:
+            await self.api.create_revision(plan.create)
+        for name in plan.delete:
+            await self.api.delete_revision(meta["namespace"], name)
+        ops = core.bookkeeping_patch(obj, spec_hash, plan.revision)
+        if ops is None:
+            return obj
+        return await self.api.json_patch(meta["namespace"], meta["name"], ops)
+
+    # --- deletion ----------------------------------------------------------------------------
+
+    async def _deletion(self, obj: Manifest, ref: WorkspaceRef) -> None:
+        if core.FINALIZER not in (obj["metadata"].get("finalizers") or []):
+            return
+        since = await self.store.mark_deleting(ref, self.clock())
+        await self._report_deleting(ref, "workspaceDeleted", "workspace is being deleted")
+        deleted_at = datetime.fromisoformat(
+            str(obj["metadata"]["deletionTimestamp"]).replace("Z", "+00:00")
+        )
+        await self.bus.publish(
+            new_event(
+                WorkspaceDeleting(deletion_timestamp=deleted_at),
+                source="watcher",
+                workspace=ref,
+                now=self.clock(),
+            )
+        )
+        await self.finish_deletion(ref, since)
+        self._recheck_at_deadline(ref, since)
+
+    def _recheck_at_deadline(self, ref: WorkspaceRef, since: datetime) -> None:
+        """Look again when the cleanup timeout expires, even if no event arrives by then (after
+        a restart, the resync does this)."""
+        if ref.uid in self._rechecks:
+            return
+        remaining = self.options.cleanup_timeout_s - (self.clock() - since).total_seconds()
+
+        async def recheck() -> None:
+            await asyncio.sleep(max(0.0, remaining) + 0.05)
+            self._rechecks.discard(ref.uid)
+            try:
+                await self.finish_deletion(ref)
+            except KaitenError as e:
+                log.warning("deletion.recheck_failed", workspace=ref.key, error=str(e))
+
+        self._rechecks.add(ref.uid)
+        task = asyncio.get_running_loop().create_task(recheck())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def finish_deletion(self, ref: WorkspaceRef, since: datetime | None = None) -> None:
+        """Remove the finalizer once every involved service cleaned up, or after the timeout
+        with a condition naming the services that did not answer."""
+        seen = await self.store.get(ref.uid)
+        obj = await self.api.get(ref.namespace, ref.name)
+        if obj is None or seen is None or not core.is_deleting(obj):
+            return
+        waiting = sorted(seen.involved - seen.cleaned)
+        started = since or seen.deleting_since or self.clock()
+        timeout = timedelta(seconds=self.options.cleanup_timeout_s)
+        if waiting and self.clock() - started < timeout:
+            return
+        if waiting:
+            message = (
+                f"no CleanupDone from {', '.join(waiting)} within "
+                f"{self.options.cleanup_timeout_s:g} s; removed the finalizer anyway: check "
+                "that service for objects left behind"
+            )
+            await self._report_deleting(ref, "CleanupTimedOut", message)
+            obj = await self.api.get(ref.namespace, ref.name) or obj
+            now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            with contextlib.suppress(KaitenError):  # best effort: the condition says it too
+                await self.api.create_event(
+                    core.event_for(obj, "CleanupTimedOut", message, "Warning", now)
+                )
+        await self._remove_finalizer(ref, obj)
+        await self.store.forget(ref.uid)
+        log.info("workspace.released", workspace=ref.key, waited_for=waiting or None)
+
+    async def _remove_finalizer(self, ref: WorkspaceRef, obj: Manifest | None) -> None:
+        """The patch tests the resourceVersion; when someone wrote in between, read and retry."""
+        for _attempt in range(5):
+            ops = core.without_finalizer_patch(obj) if obj is not None else None
+            if ops is None:
+                return
+            try:
+                await self.api.json_patch(ref.namespace, ref.name, ops)
+            except (PermanentError, TransientError):
+                obj = await self.api.get(ref.namespace, ref.name)
+            else:
+                return
+        raise TransientError(f"could not remove the finalizer of {ref.key}; will retry")
+
+    async def _report_deleting(self, ref: WorkspaceRef, reason: str, message: str) -> None:
+        condition = Condition(
+            type="WorkspaceDeleting",
+            status="True",
+            reason=reason,
+            message=message,
+            observed_generation=ref.generation,
+        )
+        await self.apply_status(ref, StatusUpdate(conditions=(condition,)))
+
+    # --- events from other services ------------------------------------------------------------
+
+    async def on_condition(self, event: Envelope[Any]) -> None:
+        await self.store.add_involved(event.workspace, event.source, self.clock())
+        await self.apply_status(event.workspace, StatusUpdate(conditions=(event.data.condition,)))
+
+    async def on_resources_ready(self, event: Envelope[Any]) -> None:
+        await self.store.add_involved(event.workspace, event.source, self.clock())
+        await self.apply_status(
+            event.workspace, StatusUpdate(worker_nodes=tuple(sorted(event.data.node_names)))
+        )
+
+    async def on_plan_ready(self, event: Envelope[Any]) -> None:
+        await self.apply_status(
+            event.workspace, StatusUpdate(target_node_count=event.data.node_count)
+        )
+
+    async def on_cleanup_done(self, event: Envelope[Any]) -> None:
+        await self.store.add_cleaned(event.workspace, event.source, self.clock())
+        await self.finish_deletion(event.workspace)
+
+    # --- status writer ---------------------------------------------------------------------
+
+    async def apply_status(self, ref: WorkspaceRef, update: StatusUpdate) -> None:
+        """Queue ``update``; whoever holds the workspace's lock writes every queued update in one
+        status write. Returns once the write carrying ``update`` landed (or raises its error)."""
+        pending = self._pending[(ref.namespace, ref.name)]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending.updates.append((update, done))
+        async with pending.lock:
+            batch, pending.updates = pending.updates, []
+            if batch:
+                try:
+                    await self._write_status(ref, [u for u, _ in batch])
+                except Exception as e:  # noqa: BLE001 -- handed to every waiting handler
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        await done
+
+    async def _write_status(self, ref: WorkspaceRef, updates: list[StatusUpdate]) -> None:
+        for _attempt in range(8):
+            obj = await self.api.get(ref.namespace, ref.name)
+            if obj is None or obj["metadata"].get("uid") != ref.uid:
+                return  # deleted, or another object by that name: nothing to report on
+            status = obj.get("status") or {}
+            new = self._next_status(obj, status, updates)
+            if new is None:
+                return
+            try:
+                await self.api.patch_status(
+                    ref.namespace, ref.name, new, obj["metadata"]["resourceVersion"]
+                )
+            except TransientError:
+                continue  # 409 (someone wrote first), 429, 5xx: read again and retry
+            await self._emit_events(
+                obj,
+                status.get("conditions") or [],
+                new.get("conditions") or status.get("conditions") or [],
+            )
+            return
+        raise TransientError(f"status of {ref.key} kept changing; will retry")
+
+    def _next_status(
+        self, obj: Manifest, status: dict[str, Any], updates: list[StatusUpdate]
+    ) -> dict[str, Any] | None:
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions = [c for u in updates for c in u.conditions]
+        merged = (
+            core.merge_conditions(status.get("conditions") or [], conditions, now)
+            if conditions
+            else None
+        )
+        new: dict[str, Any] = {}
+        if merged is not None:
+            new["conditions"] = merged
+            state = core.workspace_state(
+                merged, tuning=core.is_tuning(obj), previous=status.get("state")
+            )
+            if state != status.get("state"):
+                new["state"] = state
+        nodes = next(
+            (u.worker_nodes for u in reversed(updates) if u.worker_nodes is not None), None
+        )
+        if nodes is not None and list(nodes) != status.get("workerNodes"):
+            new["workerNodes"] = list(nodes)
+        target = next((u.target_node_count for u in updates if u.target_node_count), None)
+        if target and not status.get("targetNodeCount"):  # written once, as Kaito does
+            new["targetNodeCount"] = target
+        return new or None
+
+    async def _emit_events(self, obj: Manifest, before: list[Any], after: list[Any]) -> None:
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        for kind, reason, message in core.transition_events(before, after):
+            try:
+                await self.api.create_event(core.event_for(obj, reason, message, kind, now))
+            except KaitenError as e:  # an Event is best effort; the condition is the record
+                log.warning("event.failed", reason=reason, error=str(e))

@@ -1,0 +1,366 @@
+"""The event bus: faststream's NATS broker over one JetStream stream.
+
+This module alone decides what happens to a delivered event:
+- the handler returns: ack;
+- ``PermanentError``: the error becomes a condition (when it names one) and the event is acked;
+- ``TransientError`` or any other exception: a delayed NAK with exponential backoff, until the
+  last allowed delivery, when the event is dead-lettered to ``<prefix>.v1.deadletter.<service>``
+  and the workspace gets a condition saying so;
+- a body that is not a valid event: dead-lettered at once (retrying cannot fix it).
+
+Each service has one durable pull consumer per event type, shared by its replicas, so replicas
+split the work. Publishing sets a deterministic ``Nats-Msg-Id`` so JetStream drops duplicates.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from faststream.middlewares import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shared.errors import EventDecodeError, PermanentError, TransientError
+from shared.events import (
+    Condition,
+    ConditionReported,
+    DeadLetter,
+    Envelope,
+    EventData,
+    EventType,
+    deadletter_subject,
+    decode_event,
+    event_subject,
+    event_type_filter,
+    new_event,
+    stream_subjects,
+)
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Envelope[Any]], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+DEADLETTER_REASON = "EventDeadLettered"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One handler for one event type. When an event is dead-lettered, ``failure_condition``
+    is reported False on its workspace (``None``: report nothing)."""
+
+    event_type: EventType
+    handler: Handler
+    failure_condition: str | None = "WorkspaceSucceeded"
+
+
+def retry_delay(deliveries: int, base: float, cap: float) -> float:
+    """Seconds to wait before delivery ``deliveries + 1``: base, 2*base, 4*base ... up to cap."""
+    return float(min(cap, base * 2 ** max(0, deliveries - 1)))
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    """The one definition of the stream: limits retention so audit tools can replay it."""
+    return StreamConfig(
+        name=settings.stream,
+        subjects=stream_subjects(settings.subject_prefix),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.stream_max_age_s,
+        max_bytes=settings.stream_max_bytes,
+        duplicate_window=settings.duplicate_window_s,
+    )
+
+
+def consumer_name(service: str, event_type: EventType) -> str:
+    return f"{service}-{event_type.value.replace('.', '-')}"
+
+
+class BusMetrics:
+    """Counters and latencies of the bus, registered in the service's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "kaiten_events_handled_total",
+            "Events delivered to a handler, by outcome (ack, retry, permanent, deadletter).",
+            ["service", "type", "outcome"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "kaiten_event_handler_seconds",
+            "Seconds a handler took, per event type.",
+            ["service", "type"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "kaiten_events_published_total",
+            "Events published, and whether JetStream dropped them as duplicates.",
+            ["service", "type", "duplicate"],
+            registry=registry,
+        )
+
+
+class Bus:
+    """A service's connection to the event stream. Build it at start-up, register the
+    subscriptions, then ``start()``; ``stop()`` finishes events in flight first."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        *,
+        registry: CollectorRegistry,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self._clock = clock
+        self._metrics = BusMetrics(registry)
+        self._broker = NatsBroker(
+            settings.nats_url,
+            graceful_timeout=settings.graceful_timeout_s,
+            # faststream logs every message at this level: keep it out of INFO.
+            log_level=logging.DEBUG,
+            name=f"kaiten-{service}",
+        )
+        self._stream = JStream(name=settings.stream, declare=False)
+
+    def subscribe(self, sub: Subscription) -> None:
+        """Register ``sub`` before ``start()``. Replicas share its durable consumer."""
+        settings = self.settings
+        name = consumer_name(self.service, sub.event_type)
+        subscriber = self._broker.subscriber(
+            event_type_filter(settings.subject_prefix, sub.event_type),
+            stream=self._stream,
+            durable=name,
+            pull_sub=PullSub(batch_size=settings.pull_batch, timeout=1.0),
+            config=ConsumerConfig(
+                durable_name=name,
+                ack_wait=settings.ack_wait_s,
+                max_deliver=settings.max_deliver,
+                max_ack_pending=1000,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        deliver = self._deliver
+
+        async def consume(msg: NatsMessage) -> None:
+            await deliver(sub, name, msg)
+
+        consume.__name__ = f"on_{sub.event_type.value.replace('.', '_')}"
+        subscriber(consume)
+
+    async def start(self) -> None:
+        await self._broker.connect()
+        await self.ensure_stream()
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        """Stop taking messages, wait for handlers in flight (up to the graceful timeout),
+        then close the connection."""
+        await self._broker.stop()
+
+    async def is_connected(self) -> bool:
+        return await self._broker.ping(timeout=1.0)
+
+    async def ensure_stream(self) -> None:
+        """Create the stream, or update it when its configuration changed. Idempotent."""
+        js = self._broker.connection.jetstream()
+        config = stream_config(self.settings)
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                # A replica created it at the same moment with another config: update it.
+                await js.update_stream(config)
+            else:
+                return
+        await js.update_stream(config)
+
+    async def publish(self, event: Envelope[Any]) -> bool:
+        """Publish ``event`` and wait for JetStream to store it. Returns False when JetStream
+        dropped it as a duplicate of one published inside the dedup window."""
+        ws = event.workspace
+        subject = event_subject(self.settings.subject_prefix, event.type, ws.namespace, ws.name)
+        attempts = self.settings.publish_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                ack = await self._broker.publish(
+                    event.to_json(),
+                    subject,
+                    headers={"Nats-Msg-Id": event.msg_id()},
+                    stream=self.settings.stream,
+                    timeout=self.settings.publish_timeout_s,
+                )
+                break
+            except NatsTimeoutError:
+                # The ack is lost, not necessarily the message: the retry carries the same
+                # Nats-Msg-Id, so JetStream stores the event at most once.
+                if attempt == attempts:
+                    raise
+                log.warning("event.publish_timeout", subject=subject, attempt=attempt)
+        duplicate = bool(ack.duplicate)
+        self._metrics.published.labels(self.service, event.type.value, str(duplicate)).inc()
+        return not duplicate
+
+    async def emit(self, data: EventData, *, cause: Envelope[Any]) -> bool:
+        """Publish ``data`` as an event caused by ``cause`` (same workspace and correlation)."""
+        return await self.publish(
+            new_event(
+                data, source=self.service, workspace=cause.workspace, now=self._clock(), cause=cause
+            )
+        )
+
+    async def _deliver(self, sub: Subscription, consumer: str, msg: NatsMessage) -> None:
+        meta = msg.raw_message.metadata
+        deliveries = meta.num_delivered or 1
+        started = time.perf_counter()
+        try:
+            event = decode_event(msg.body, expected=sub.event_type)
+        except EventDecodeError as e:
+            log.warning("event.invalid", subject=msg.raw_message.subject, error=e.message)
+            await self._dead_letter(msg, consumer, deliveries, e.message, event=None, sub=sub)
+            self._metrics.handled.labels(self.service, sub.event_type.value, "deadletter").inc()
+            return
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(event.id),
+            event_type=event.type.value,
+            workspace=event.workspace.key,
+            generation=event.workspace.generation,
+            correlation_id=event.correlation_id,
+        ):
+            outcome = await self._run_handler(sub, consumer, msg, event, deliveries)
+            elapsed = time.perf_counter() - started
+            self._metrics.seconds.labels(self.service, event.type.value).observe(elapsed)
+            self._metrics.handled.labels(self.service, event.type.value, outcome).inc()
+            log.info(
+                "event.handled",
+                outcome=outcome,
+                deliveries=deliveries,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+
+    async def _run_handler(
+        self,
+        sub: Subscription,
+        consumer: str,
+        msg: NatsMessage,
+        event: Envelope[Any],
+        deliveries: int,
+    ) -> str:
+        """Run the handler and settle the message; returns the outcome label."""
+        try:
+            await sub.handler(event)
+        except PermanentError as e:
+            log.warning("event.permanent_error", reason=e.reason, error=e.message)
+            if e.condition:
+                await self._report(event, e.condition, e.reason, e.message)
+            await msg.ack()
+            return "permanent"
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            if deliveries >= self.settings.max_deliver:
+                log.exception("event.deadlettered", error=error)
+                await self._dead_letter(msg, consumer, deliveries, error, event=event, sub=sub)
+                return "deadletter"
+            delay = e.delay if isinstance(e, TransientError) and e.delay is not None else None
+            delay = delay or retry_delay(
+                deliveries, self.settings.retry_base_s, self.settings.retry_max_s
+            )
+            if isinstance(e, TransientError):
+                log.warning("event.retry", error=error, retry_in_s=delay)
+            else:
+                log.exception("event.retry", error=error, retry_in_s=delay)
+            await msg.nack(delay=delay)
+            return "retry"
+        await msg.ack()
+        return "ack"
+
+    async def _dead_letter(
+        self,
+        msg: NatsMessage,
+        consumer: str,
+        deliveries: int,
+        error: str,
+        *,
+        event: Envelope[Any] | None,
+        sub: Subscription,
+    ) -> None:
+        """Move a message to the service's dead-letter subject, then terminate it. When the
+        message was a valid event, its workspace gets ``sub.failure_condition`` saying so."""
+        raw = msg.raw_message
+        body: bytes = msg.body
+        try:
+            payload, encoding = body.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(body).decode("ascii"), "base64"
+        seq = raw.metadata.sequence.stream
+        letter = DeadLetter(
+            service=self.service,
+            consumer=consumer,
+            subject=raw.subject,
+            stream_sequence=seq,
+            deliveries=deliveries,
+            error=error[:4000],
+            failed_at=self._clock(),
+            payload=payload,
+            payload_encoding=encoding,
+            workspace=event.workspace if event else None,
+            event_id=event.id if event else None,
+        )
+        await self._broker.publish(
+            letter.model_dump_json().encode(),
+            deadletter_subject(self.settings.subject_prefix, self.service),
+            headers={"Nats-Msg-Id": f"deadletter:{self.settings.stream}:{seq}:{consumer}"},
+            stream=self.settings.stream,
+        )
+        if event is not None and sub.failure_condition:
+            await self._report(
+                event,
+                sub.failure_condition,
+                DEADLETTER_REASON,
+                f"{self.service} gave up on {event.type} after {deliveries} deliveries: "
+                f"{error[:500]}. The event is kept on "
+                f"{deadletter_subject(self.settings.subject_prefix, self.service)}; "
+                "fix the cause, then re-apply the Workspace or wait for the next resync.",
+            )
+        await msg.reject()
+
+    async def _report(self, event: Envelope[Any], ctype: str, reason: str, message: str) -> None:
+        condition = Condition(
+            type=ctype,
+            status="False",
+            reason=reason,
+            message=message,
+            observed_generation=event.workspace.generation,
+        )
+        await self.emit(ConditionReported(condition=condition), cause=event)
+
+
+def subscriptions_by_type(subs: Sequence[Subscription]) -> dict[EventType, Subscription]:
+    """Index ``subs`` by event type, refusing two handlers for one type in one service."""
+    index: dict[EventType, Subscription] = {}
+    for sub in subs:
+        if sub.event_type in index:
+            raise ValueError(f"two handlers for {sub.event_type} in one service")
+        index[sub.event_type] = sub
+    return index

@@ -1,0 +1,181 @@
+"""The Kubernetes client factory and the few helpers every service needs to talk to the API.
+
+Kaiten uses ``kubernetes-asyncio``: the official generated API surface, async on aiohttp (which
+the services already run), and a watch that resumes from a resourceVersion. Two of its pitfalls
+are handled here so no service meets them: a custom-object PATCH with a dict body is sent as
+JSON Patch unless the content type is explicit, and its errors are raw HTTP exceptions. This
+module translates them into Kaiten's errors (``PermanentError``/``TransientError``), so the
+bus's ack/retry decision works on Kubernetes failures too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from shared.errors import ConfigError, KaitenError, PermanentError, TransientError
+from shared.settings import Settings
+
+Manifest = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+@dataclass(frozen=True, slots=True)
+class CustomResource:
+    """Where a custom resource lives in the API."""
+
+    group: str
+    version: str
+    plural: str
+
+
+WORKSPACES = CustomResource("kaito.sh", "v1beta1", "workspaces")
+
+
+class NotFoundError(KaitenError):
+    """The object does not exist (HTTP 404)."""
+
+
+class AlreadyExistsError(KaitenError):
+    """A create found an object with the same name (HTTP 409, reason AlreadyExists)."""
+
+
+async def new_api_client(settings: Settings) -> client.ApiClient:
+    """An ApiClient from ``KUBECONFIG`` (or ~/.kube/config), else the pod's service account.
+
+    Raises ``ConfigError`` naming what was tried when neither is there.
+    """
+    cfg = client.Configuration()
+    kubeconfig = kubeconfig_path(settings)
+    if kubeconfig is not None:
+        await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    return client.ApiClient(cfg)
+
+
+def kubeconfig_path(settings: Settings) -> Path | None:
+    """The kubeconfig to load, or None for the in-cluster service account."""
+    if settings.kubeconfig:
+        first = Path(settings.kubeconfig.split(os.pathsep)[0])
+        if not first.is_file():
+            raise ConfigError(f"KUBECONFIG names {first}, which does not exist")
+        return first
+    default = Path("~/.kube/config").expanduser()
+    if default.is_file():
+        return default
+    if SERVICE_ACCOUNT_TOKEN.is_file():
+        return None
+    raise ConfigError(
+        "no Kubernetes configuration: set KUBECONFIG to a kubeconfig file, create "
+        "~/.kube/config, or run in a pod with a service account"
+    )
+
+
+async def merge_patch_custom_object(
+    api: client.CustomObjectsApi,
+    resource: CustomResource,
+    namespace: str,
+    name: str,
+    patch: Mapping[str, Any],
+    *,
+    status: bool = False,
+) -> Manifest:
+    """RFC 7386 merge patch of a namespaced custom object (or its ``status`` subresource)."""
+    return await _patch(
+        api, resource, namespace, name, body=dict(patch), content_type=MERGE_PATCH, status=status
+    )
+
+
+async def json_patch_custom_object(
+    api: client.CustomObjectsApi,
+    resource: CustomResource,
+    namespace: str,
+    name: str,
+    operations: Sequence[Mapping[str, Any]],
+    *,
+    status: bool = False,
+) -> Manifest:
+    """RFC 6902 JSON Patch (a list of operations), for example a ``test`` of the
+    resourceVersion followed by a ``replace``."""
+    ops = [dict(op) for op in operations]
+    return await _patch(
+        api, resource, namespace, name, body=ops, content_type=JSON_PATCH, status=status
+    )
+
+
+async def _patch(
+    api: client.CustomObjectsApi,
+    resource: CustomResource,
+    namespace: str,
+    name: str,
+    *,
+    body: object,
+    content_type: str,
+    status: bool,
+) -> Manifest:
+    call = (
+        api.patch_namespaced_custom_object_status if status else api.patch_namespaced_custom_object
+    )
+    what = f"{resource.plural}.{resource.group} {namespace}/{name}" + ("/status" if status else "")
+    try:
+        result: Manifest = await call(
+            resource.group,
+            resource.version,
+            namespace,
+            resource.plural,
+            name,
+            body,
+            # Accepted by the generated method at run time; its signature does not list it.
+            _content_type=content_type,  # type: ignore[call-arg]
+        )
+    except ApiException as e:
+        raise api_error(e, f"patch {what}") from e
+    return result
+
+
+def api_error(e: ApiException, action: str) -> KaitenError:
+    """Translate an API error into the error that decides its fate on the bus."""
+    status = int(e.status or 0)
+    body = _status_body(e)
+    message = f"{action}: {body.get('message') or e.reason or 'HTTP ' + str(status)}"
+    if status == 404:  # noqa: PLR2004
+        return NotFoundError(message)
+    if status == 409 and body.get("reason") == "AlreadyExists":  # noqa: PLR2004
+        return AlreadyExistsError(message)
+    if status == 429 or status >= 500 or status in (0, 409):  # noqa: PLR2004
+        return TransientError(message, delay=_retry_after(e))
+    reason = str(body.get("reason") or "KubernetesAPIError")
+    return PermanentError(reason, message)
+
+
+def _status_body(e: ApiException) -> dict[str, Any]:
+    raw: object = e.body
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {"message": raw[:500]}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _retry_after(e: ApiException) -> float | None:
+    headers: Any = e.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

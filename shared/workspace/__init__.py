@@ -1,0 +1,1 @@
+"""The Workspace API: models, the generated CRD, and validation."""

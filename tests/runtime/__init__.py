@@ -1,0 +1,1 @@
+"""Tests of the code that runs inside workload pods, on the tiny model."""
