@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import EventDecodeError
+from shared.plan import Plan
 
 SUBJECT_VERSION = "v1"
 JSONObject = dict[str, Any]
@@ -99,15 +100,15 @@ class FieldProblem(BaseModel):
 
 
 class PlanReady(EventData):
-    """A complete plan for one generation. ``plan`` is the planner's plan document (its typed
-    model lands with the planner; until then its keys are documented in docs/events.md)."""
+    """A complete plan for one generation (``shared.plan.Plan``); the first fields repeat its
+    summary for subscribers that need no more."""
 
     event_type = EventType.PLAN_READY
     mode: Literal["inference", "tuning"]
     preset: str
     instance_type: str
     node_count: int = Field(ge=1)
-    plan: JSONObject
+    plan: Plan
 
 
 class PlanRejected(EventData):

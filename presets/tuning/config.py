@@ -32,6 +32,8 @@ __all__ = [
     "TuningConfig",
     "default_config",
     "detect_method",
+    "fit_dtypes",
+    "merge_with_template",
     "parse_config",
 ]
 
@@ -322,7 +324,11 @@ def _unknown_library_keys(name: str, raw: Mapping[str, Any]) -> list[str]:
     if name not in _OPEN_SECTIONS or not unlisted:
         return []
     library, known_keys = _OPEN_SECTIONS[name]
-    known = known_keys()
+    try:
+        known = known_keys()
+    except ImportError:
+        # A base install (the planner) has no TRL or PEFT: the tuning job checks these keys.
+        return []
     return [
         f"{name}.{key}: unknown key (not a {library} argument)"
         for key in unlisted
@@ -414,6 +420,51 @@ def _build(
         dataset=parsed["DatasetConfig"].model_dump(),
         collator=parsed["DataCollator"].model_dump(),
     )
+
+
+def merge_with_template(method: str, user_text: str | None) -> str:
+    """The effective ``training_config.yaml``: Kaito's template for ``method`` with each of the
+    user's sections merged over the template's, key by key (the user wins). Text that is not a
+    ``training_config`` mapping of mappings is returned as is, for ``parse_config`` to report."""
+    template, _ = _load_sections(default_config(method))
+    if user_text is None:
+        return default_config(method)
+    user, problems = _load_sections(user_text)
+    if problems or not all(isinstance(v, Mapping) for v in user.values()):
+        return user_text
+    merged = {name: dict(section) for name, section in template.items()}
+    for name, section in user.items():
+        merged[name] = {**merged.get(name, {}), **section}
+    return yaml.safe_dump({"training_config": merged}, sort_keys=False)
+
+
+def fit_dtypes(text: str, *, bfloat16: bool) -> tuple[str, list[str]]:
+    """``text`` with every bfloat16 setting turned to float16 when the GPU has no bfloat16
+    (compute capability below 8.0), and a note per change. Unparsable text is returned as is."""
+    sections, problems = _load_sections(text)
+    if bfloat16 or problems:
+        return text, []
+    notes: list[str] = []
+    changes = (
+        ("ModelConfig", "torch_dtype", "bfloat16", "float16"),
+        ("QuantizationConfig", "bnb_4bit_compute_dtype", "bfloat16", "float16"),
+        ("TrainingArguments", "bf16", True, None),
+    )
+    for section, key, bad, good in changes:
+        values = sections.get(section)
+        if isinstance(values, Mapping) and values.get(key) == bad:
+            values = dict(values)
+            if good is None:  # bf16: true becomes fp16: true
+                del values[key]
+                values["fp16"] = True
+                notes.append(f"{section}.{key}: true -> fp16: true (no bfloat16 on this GPU)")
+            else:
+                values[key] = good
+                notes.append(f"{section}.{key}: {bad} -> {good} (no bfloat16 on this GPU)")
+            sections[section] = values
+    if not notes:
+        return text, []
+    return yaml.safe_dump({"training_config": sections}, sort_keys=False), notes
 
 
 def detect_method(text: str) -> str:

@@ -523,6 +523,7 @@ async def test_resources_and_plan_events_fill_worker_nodes_and_target_node_count
     env: Env,
 ) -> None:
     from shared.events import PlanReady, ResourcesReady  # noqa: PLC0415
+    from tests.support.plans import minimal_plan  # noqa: PLC0415
 
     await env.start()
     obj = await created_and_kept(env, "ws-n")
@@ -532,7 +533,7 @@ async def test_resources_and_plan_events_fill_worker_nodes_and_target_node_count
         preset="phi-3-mini-4k-instruct",
         instance_type="Standard_NC6s_v3",
         node_count=2,
-        plan={},
+        plan=minimal_plan(node_count=2),
     )
     for data, source in (
         (plan, "planner"),

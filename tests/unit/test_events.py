@@ -41,6 +41,7 @@ from shared.events import (
     new_event,
     subject_token,
 )
+from tests.support.plans import minimal_plan
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 WS = WorkspaceRef(uid="3f1c", namespace="default", name="workspace-phi-3-mini", generation=2)
@@ -53,7 +54,7 @@ ONE_OF_EACH = [
         preset="phi-3-mini-4k-instruct",
         instance_type="Standard_NC6s_v3",
         node_count=1,
-        plan={"runtime": "transformers"},
+        plan=minimal_plan(),
     ),
     PlanRejected(
         reason="InvalidInstanceType",
@@ -177,7 +178,9 @@ def test_an_event_of_another_type_is_refused_by_a_typed_consumer() -> None:
 
 def test_strict_models_do_not_coerce_python_values() -> None:
     with pytest.raises(ValueError, match="node_count"):
-        PlanReady(mode="inference", preset="p", instance_type="i", node_count="1", plan={})
+        PlanReady(
+            mode="inference", preset="p", instance_type="i", node_count="1", plan=minimal_plan()
+        )
 
 
 def test_subjects_follow_the_scheme_and_dots_in_names_stay_one_token() -> None:
