@@ -204,6 +204,53 @@ def validate(
 
 
 @app.command()
+def plan(
+    file: Annotated[Path, typer.Argument(help="Workspace YAML file (- for stdin).")],
+    *,
+    instance_type: Annotated[
+        str | None,
+        typer.Option("--instance-type", help="Plan on this instance type instead of the file's."),
+    ] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    cloud: Annotated[str, typer.Option(help="azure, aws or arc.")] = "azure",
+    byo: Annotated[
+        bool, typer.Option("--byo", help="Bring your own nodes: no node auto-provisioning.")
+    ] = False,
+    configmap: Annotated[
+        list[Path] | None,
+        typer.Option("--configmap", help="ConfigMap YAML a Workspace names (repeatable)."),
+    ] = None,
+) -> None:
+    """Plan Workspace YAML offline: GPUs, runtime, memory, command line and price, before any
+    GPU is requested; exit 1 when a Workspace is rejected."""
+    if output not in ("text", "json"):
+        raise typer.BadParameter("choose text or json", param_hint="--output")
+    if cloud not in ("azure", "aws", "arc"):
+        raise typer.BadParameter("choose azure, aws or arc", param_hint="--cloud")
+    from presets.catalog import default_catalog  # noqa: PLC0415
+    from presets.catalog.prices import default_prices  # noqa: PLC0415
+    from services.planner.planning import PlanOptions  # noqa: PLC0415
+    from services.planner.report import plan_file  # noqa: PLC0415
+
+    options = PlanOptions(
+        catalog=default_catalog(),
+        prices=default_prices(),
+        cloud=cloud,
+        node_auto_provisioning=not byo,
+    )
+    code = plan_file(
+        file,
+        configmap or [],
+        options,
+        instance_type=instance_type,
+        output=output,
+        echo=typer.echo,
+        echo_err=lambda text: typer.echo(text, err=True),
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
 def up() -> None:
     """Start Kaiten on the embedded local stack (what exists of it so far)."""
     from localdev import stack  # noqa: PLC0415

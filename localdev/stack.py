@@ -31,8 +31,9 @@ DATABASE = "kaiten"
 
 # What `up` cannot start yet, and the issue that brings it. Shrinks as the stack grows.
 NOT_YET = (
-    "event handlers of planner #8, provisioner #9, deployer #10, tuner #11 (the watcher "
-    "announces Workspaces and writes their status; nothing plans, provisions or deploys yet)",
+    "event handlers of provisioner #9, deployer #10, tuner #11 (Workspaces are announced "
+    "and planned, `kubectl get workspace` shows targetNodeCount; nothing provisions or "
+    "deploys yet)",
 )
 
 
