@@ -460,16 +460,21 @@ def test_a_tuning_configmap_is_merged_over_the_template() -> None:
     assert "bfloat16" not in plan.tuning.config_yaml  # still fitted to the V100
 
 
-def test_a_tuning_configmap_with_bf16_gets_fp16_on_a_v100() -> None:
-    configmaps = training_config("training_config:\n  TrainingArguments:\n    bf16: true\n")
+def test_a_tuning_configmap_asking_for_bfloat16_gets_float16_on_a_v100() -> None:
+    configmaps = training_config(
+        "training_config:\n  ModelConfig:\n    torch_dtype: bfloat16\n"
+        "  QuantizationConfig:\n    bnb_4bit_compute_dtype: bfloat16\n"
+    )
     plan = expect_plan(tuning(config="tuning-cm"), configmaps)
     assert plan.tuning is not None
-    training = yaml.safe_load(plan.tuning.config_yaml)["training_config"]["TrainingArguments"]
-    assert training.get("fp16") is True
-    assert "bf16" not in training
+    assert plan.dtype == "float16"
+    sections = yaml.safe_load(plan.tuning.config_yaml)["training_config"]
+    assert sections["ModelConfig"]["torch_dtype"] == "float16"
+    assert sections["QuantizationConfig"]["bnb_4bit_compute_dtype"] == "float16"
+    assert "bfloat16" not in plan.tuning.config_yaml
 
 
-def test_a_tuning_configmap_keeps_bfloat16_on_an_a100() -> None:
+def test_the_tuning_template_keeps_bfloat16_on_an_a100() -> None:
     plan = expect_plan(tuning(instance_type=A100))
     assert plan.tuning is not None
     assert plan.dtype == "bfloat16"
