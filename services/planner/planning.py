@@ -186,8 +186,9 @@ def estimate_nodes(preset: ModelPreset, sku: GpuSku, context: int) -> Estimate |
     if usable <= reserve:
         return (
             f"one {sku.gpu_model} GPU of {sku.name} has {_g(usable)} usable "
-            f"({_g(per_gpu)} x {utilization}), not more than the {_g(reserve)} reserve for "
-            f"activations and the KV cache of {context} tokens"
+            f"({_g(per_gpu)} x {utilization}), less than the {_g(reserve)} reserve for "
+            f"activations and the KV cache of {context} tokens before any weights: "
+            f"{_g(reserve - usable + needed)} short"
         )
     capacity = (usable - reserve) / LOAD_OVERHEAD
     min_gpus = math.floor(needed / capacity) + 1
@@ -279,14 +280,15 @@ def _vllm_sizing(
 ) -> _Sizing:
     if sku is None:
         return _Sizing(nodes=count, tp=1, utilization=VLLM_UTILIZATION)
-    requested = (config.get("vllm") or {}).get("max-model-len")
+    requested = requested_max_model_len(config)
     context = requested if isinstance(requested, int) else DEFAULT_CONTEXT
     estimate = estimate_nodes(preset, sku, context)
     if isinstance(estimate, str):
         raise _reject(
             "InsufficientGPUMemory",
             "resource.instanceType",
-            f"{preset.name} does not fit {sku.name}: {estimate}. {_suggest(preset, options)}",
+            f"{preset.name} does not fit {sku.name}: {estimate}. "
+            f"{_suggest(preset, options, context)}",
         )
     nodes = estimate.nodes
     if nodes > 1 and not preset.distributed:
@@ -298,7 +300,7 @@ def _vllm_sizing(
             f"{sku.name} holds {_g(estimate.capacity_gib * sku.gpu_count)} on one node "
             f"({sku.gpu_count} x {sku.gpu_model}, after the {_g(RESERVE_GIB)} reserve and the KV "
             f"cache of {context} tokens): {_g(short)} short, and {preset.name} cannot span "
-            f"nodes. {_suggest(preset, options)}",
+            f"nodes. {_suggest(preset, options, context)}",
         )
     if nodes != count:
         notes.append(
@@ -367,7 +369,8 @@ def _transformers_sizing(
             f"{preset.name} needs {_g(preset.weights_gib * WEIGHT_OVERHEAD)} of GPU memory for "
             f"its weights plus {_g(RESERVE_GIB)} per GPU, and {sku.name} has "
             f"{_g(sku.total_memory_gib)} ({sku.gpu_count} x {sku.gpu_model}): {_g(-left)} short; "
-            f"the transformers runtime cannot span nodes. {_suggest(preset, options)}",
+            f"the transformers runtime cannot span nodes. "
+            f"{_suggest(preset, options, DEFAULT_CONTEXT)}",
         )
     if count > 1:
         notes.append(f"{count} nodes: one full replica of the model on each")
@@ -398,7 +401,7 @@ def _inference_config(
             "inference.config",
             f"ConfigMap {inference.config!r} key {INFERENCE_CONFIG_KEY}: {e}",
         ) from None
-    requested = (config.get("vllm") or {}).get("max-model-len")
+    requested = requested_max_model_len(config)
     if requested is not None and (
         not isinstance(requested, int) or isinstance(requested, bool) or requested < 1
     ):
@@ -417,6 +420,14 @@ def _inference_config(
             f"{inference.config!r}",
         )
     return config
+
+
+def requested_max_model_len(config: Mapping[str, Any]) -> object:
+    """The ``vllm:`` map's max-model-len, spelled with dashes or underscores (vLLM takes both)."""
+    vllm = config.get("vllm") or {}
+    if not isinstance(vllm, Mapping):
+        return None
+    return vllm.get("max-model-len", vllm.get("max_model_len"))
 
 
 def _configmap_text(configmaps: ConfigMaps, name: str, key: str, field_path: str) -> str:
@@ -748,11 +759,11 @@ def _ranked(skus: list[GpuSku], options: PlanOptions) -> str:
     return f"Instance types that fit it on one node: {', '.join(shown)}."
 
 
-def _suggest(preset: ModelPreset, options: PlanOptions) -> str:
+def _suggest(preset: ModelPreset, options: PlanOptions, context: int) -> str:
     fitting = []
     for sku in _candidates(options):
         if preset.supports("vllm") and vllm_supports(sku):
-            estimate = estimate_nodes(preset, sku, DEFAULT_CONTEXT)
+            estimate = estimate_nodes(preset, sku, context)
             if isinstance(estimate, Estimate) and estimate.nodes == 1:
                 fitting.append(sku)
         elif preset.supports("transformers") and transformers_fits(preset, sku) >= 0:

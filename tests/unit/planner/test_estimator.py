@@ -119,9 +119,7 @@ def test_plan_uses_the_estimator_node_count(case: PlannedNodes) -> None:
     assert plan.pipeline_parallel_size == case.pipeline_parallel
     assert flag_value(plan.command, "--tensor-parallel-size") == str(case.tensor_parallel)
     if case.pipeline_parallel > 1:
-        assert flag_value(plan.command, "--pipeline-parallel-size") == str(
-            case.pipeline_parallel
-        )
+        assert flag_value(plan.command, "--pipeline-parallel-size") == str(case.pipeline_parallel)
         assert flag_value(plan.command, "--distributed-executor-backend") == "ray"
     else:
         assert "--pipeline-parallel-size" not in plan.command

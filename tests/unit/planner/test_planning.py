@@ -180,6 +180,19 @@ def test_every_instance_type_a_rejection_suggests_really_fits(case: TooBig) -> N
         assert replanned.node_count == 1, instance_type
 
 
+def test_suggestions_for_a_long_configured_context_really_fit() -> None:
+    doc = inference("ministral-3-3b-instruct", A10, config="inference-cm")
+    configmaps = inference_config("vllm:\n  max-model-len: 262144\n")
+    rejection = expect_rejection(doc, configmaps)
+    assert rejection.reason == "InsufficientGPUMemory"
+    suggested = fitting_instance_types(rejection.message)
+    assert A10 not in suggested
+    for instance_type in suggested:
+        replanned = plan(on_instance_type(doc, instance_type), configmaps)
+        assert isinstance(replanned, Plan), f"{instance_type}: {replanned}"
+        assert replanned.node_count == 1, instance_type
+
+
 def test_suggestions_are_cheapest_first() -> None:
     rejection = expect_rejection(inference("phi-3-medium-4k-instruct", V100))
     prices = []
@@ -495,7 +508,9 @@ def test_a_bigger_batch_raises_the_tuning_estimate_until_it_does_not_fit() -> No
 
 
 def test_the_runtime_annotation_picks_transformers_on_an_a100() -> None:
-    doc = inference("phi-3-mini-4k-instruct", A100, annotations={"kaito.sh/runtime": "transformers"})
+    doc = inference(
+        "phi-3-mini-4k-instruct", A100, annotations={"kaito.sh/runtime": "transformers"}
+    )
     plan = expect_plan(doc)
     assert plan.runtime.name == "transformers"
     assert "kaito.sh/runtime" in plan.runtime.reason
@@ -718,3 +733,18 @@ def test_the_tuning_seed_is_priced_for_one_node() -> None:
     assert entry is not None
     assert plan.price is not None
     assert plan.price.usd_per_hour == entry.usd_per_hour
+
+
+@pytest.mark.parametrize("key", ["max-model-len", "max_model_len"])
+def test_max_model_len_is_checked_in_either_spelling(key: str) -> None:
+    doc = inference("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4", config="inference-cm")
+    rejection = expect_rejection(doc, inference_config(f"vllm:\n  {key}: 999999\n"))
+    assert rejection.reason == "InvalidInferenceConfig"
+    assert "4096" in rejection.message
+
+
+def test_a_context_whose_kv_cache_alone_exceeds_a_gpu_names_the_shortfall() -> None:
+    doc = inference("ministral-3-3b-instruct", A10, config="inference-cm")
+    rejection = expect_rejection(doc, inference_config("vllm:\n  max-model-len: 262144\n"))
+    assert rejection.reason == "InsufficientGPUMemory"
+    assert shortfall_gib(rejection.message) > 0
