@@ -91,7 +91,7 @@ async def service(runs: int) -> None:
         PlanOptions(default_catalog(), default_prices()),
         lambda: datetime.now(UTC),
     )
-    planner_bus.subscribe(Subscription(EventType.WORKSPACE_OBSERVED, planner.on_observed))  # type: ignore[arg-type]
+    planner_bus.subscribe(Subscription(EventType.WORKSPACE_OBSERVED, planner.on_observed))
     watcher_bus.subscribe(Subscription(EventType.PLAN_READY, on_plan))
     await planner_bus.start()
     await watcher_bus.start()
