@@ -227,13 +227,8 @@ def _plan_inference(
     presets_opts = inference.preset.preset_options
     plan = Plan(
         mode="inference",
-        preset=preset.name,
-        model=preset.hf_repo,
-        model_revision=preset.revision,
-        instance_type=instance,
-        gpu=_gpu_info(sku),
+        **_model_and_gpu(preset, instance, sku),
         node_count=sizing.nodes,
-        gpus_per_node=sku.gpu_count if sku else None,
         tensor_parallel_size=sizing.tp,
         pipeline_parallel_size=sizing.pp,
         data_parallel_size=sizing.dp,
@@ -634,13 +629,8 @@ def _plan_tuning(
         )
     plan = Plan(
         mode="tuning",
-        preset=preset.name,
-        model=preset.hf_repo,
-        model_revision=preset.revision,
-        instance_type=instance,
-        gpu=_gpu_info(sku),
+        **_model_and_gpu(preset, instance, sku),
         node_count=1,
-        gpus_per_node=sku.gpu_count if sku else None,
         runtime=RuntimeChoice(name="transformers", reason="tuning runs on PEFT + TRL"),
         dtype=config.model.get("torch_dtype"),
         disk_gib=preset.disk_gib,
@@ -706,6 +696,18 @@ def _fit_dtype(dtype: str, sku: GpuSku | None, notes: list[str]) -> str:
         )
         return "float16"
     return dtype
+
+
+def _model_and_gpu(preset: ModelPreset, instance: str | None, sku: GpuSku | None) -> dict[str, Any]:
+    """The Plan fields that name the model and the GPU, the same in every mode."""
+    return {
+        "preset": preset.name,
+        "model": preset.hf_repo,
+        "model_revision": preset.revision,
+        "instance_type": instance,
+        "gpu": _gpu_info(sku),
+        "gpus_per_node": sku.gpu_count if sku else None,
+    }
 
 
 def _gpu_info(sku: GpuSku | None) -> GpuInfo | None:
