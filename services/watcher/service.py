@@ -77,10 +77,17 @@ class Watcher:
     async def run(self) -> None:
         """Observe every configured namespace and resync periodically, until cancelled."""
         scopes: Sequence[str | None] = self.options.namespaces or (None,)
-        async with asyncio.TaskGroup() as group:
-            for scope in scopes:
-                group.create_task(self._observe(scope))
-            group.create_task(self._resync_forever())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for scope in scopes:
+                    group.create_task(self._observe(scope))
+                group.create_task(self._resync_forever())
+        finally:
+            # Deadline rechecks must not outlive the watcher (its client closes after it): the
+            # resync after the next start looks at deletions in progress again.
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _observe(self, namespace: str | None) -> None:
         delay = 0.2

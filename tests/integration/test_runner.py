@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from localdev import infra
+from localdev.kubeapi.cluster import DevCluster
 from shared.bus import Bus, consumer_name
 from shared.events import EventType, ResourcesReady
 from shared.settings import Settings
@@ -88,10 +89,25 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
     ids=["python-m", "kaiten-run"],
 )
 async def test_service_becomes_ready_and_exits_zero_on_sigterm(
-    argv: list[str], settings: Settings, repo_root: Path, processes: list[subprocess.Popen[bytes]]
+    argv: list[str],
+    settings: Settings,
+    repo_root: Path,
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
-    port = infra.free_port()
-    proc = spawn(argv, service_env(settings, port), repo_root, processes)
+    cluster = DevCluster()  # the planner reads ConfigMaps: it needs a cluster to start
+    await cluster.start()
+    try:
+        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+        port = infra.free_port()
+        env = service_env(settings, port, KUBECONFIG=str(kubeconfig))
+        proc = spawn(argv, env, repo_root, processes)
+        await _ready_then_sigterm(proc, port)
+    finally:
+        await cluster.stop()
+
+
+async def _ready_then_sigterm(proc: subprocess.Popen[bytes], port: int) -> None:
 
     body = await eventually(
         lambda: (readyz(port) or {}).get("ready") and readyz(port), timeout=30, what="/readyz"
@@ -105,7 +121,8 @@ async def test_service_becomes_ready_and_exits_zero_on_sigterm(
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     started = next(line for line in lines if line["event"] == "service.started")
     assert started["service"] == "planner"
-    assert "issue #8" in started["pending"]
+    assert started["consumes"] == ["workspace.observed"]
+    assert started["pending"] is None
     assert lines[-1]["event"] == "service.stopped"
 
 
