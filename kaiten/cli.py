@@ -227,10 +227,10 @@ def plan(
         raise typer.BadParameter("choose text or json", param_hint="--output")
     if cloud not in ("azure", "aws", "arc"):
         raise typer.BadParameter("choose azure, aws or arc", param_hint="--cloud")
+    from kaiten.plan import plan_file  # noqa: PLC0415
     from presets.catalog import default_catalog  # noqa: PLC0415
     from presets.catalog.prices import default_prices  # noqa: PLC0415
     from services.planner.planning import PlanOptions  # noqa: PLC0415
-    from services.planner.report import plan_file  # noqa: PLC0415
 
     options = PlanOptions(
         catalog=default_catalog(),

@@ -4,13 +4,13 @@ invalid, 2 when a file cannot be read."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kaiten.manifests import read_documents
 from presets.catalog import default_catalog
 from shared.settings import Settings
 from shared.workspace.models import GROUP, KIND
@@ -49,10 +49,7 @@ def validate_files(
 
 def _workspaces(path: Path) -> Iterator[dict[str, Any]]:
     """The Workspace documents of a (multi-document) YAML file; other kinds are skipped."""
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    for doc in yaml.safe_load_all(text):
-        if not isinstance(doc, dict):
-            continue
+    for doc in read_documents(path):
         api_version = str(doc.get("apiVersion", ""))
         if doc.get("kind") == KIND and api_version.startswith(f"{GROUP}/"):
             yield doc

@@ -1,28 +1,16 @@
-"""``kaiten plan``: the planner run offline on Workspace YAML, so a user sees the GPUs, the fit and
-the cost before any GPU is requested. :func:`render_text` and :func:`json_entry` are pure: they
-take a planner result and return what to print. :func:`plan_file` reads the files, plans each
-Workspace and prints; its exit code is 0 when every Workspace got a plan, 1 when any was
-rejected, 2 when a file cannot be read or holds no Workspace."""
+"""What ``kaiten plan`` prints: a planner result as aligned text for a person, or as JSON. Pure
+functions; the files are read in ``kaiten/plan.py``."""
 
 from __future__ import annotations
 
-import copy
 import json
 import shlex
-import sys
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from services.planner.planning import (
-    ConfigMaps,
-    PlanOptions,
     Rejection,
-    configmaps_needed,
-    plan_workspace,
 )
 from shared.events import FieldProblem
 from shared.plan import AdapterPlan, MemoryBudget, Plan, RuntimeChoice, TuningPlan
@@ -264,105 +252,3 @@ def json_entry(name: str, result: Plan | Rejection) -> dict[str, Any]:
 def render_json(entries: Sequence[Mapping[str, Any]]) -> str:
     """One entry as an object, several as a list."""
     return json.dumps(entries[0] if len(entries) == 1 else list(entries), indent=2)
-
-
-# --- files -------------------------------------------------------------------------------------
-
-
-class InputError(Exception):
-    """A file that cannot be used, named in the message."""
-
-
-def read_documents(path: Path) -> list[dict[str, Any]]:
-    """The mapping documents of a (multi-document) YAML file; ``-`` reads stdin."""
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-        documents = list(yaml.safe_load_all(text))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: cannot be read: {e}") from None
-    return [doc for doc in documents if isinstance(doc, dict)]
-
-
-def configmap_data(documents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """The ``data`` of each ConfigMap document, by ``metadata.name``."""
-    found: dict[str, dict[str, str]] = {}
-    for doc in documents:
-        if doc.get("kind") != CONFIGMAP_KIND:
-            continue
-        name = (doc.get("metadata") or {}).get("name")
-        data = doc.get("data") or {}
-        if isinstance(name, str) and isinstance(data, Mapping):
-            found[name] = {str(k): str(v) for k, v in data.items()}
-    return found
-
-
-def read_configmaps(files: Iterable[Path]) -> dict[str, dict[str, str]]:
-    """The ConfigMaps of ``files``, by name; each file must hold at least one."""
-    configmaps: dict[str, dict[str, str]] = {}
-    for file in files:
-        found = configmap_data(read_documents(file))
-        if not found:
-            raise InputError(f"{file}: no ConfigMap in it")
-        configmaps.update(found)
-    return configmaps
-
-
-def workspace_name(doc: Mapping[str, Any]) -> str:
-    metadata = doc.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, Mapping) else None
-    return name if isinstance(name, str) and name else UNNAMED
-
-
-def with_instance_type(doc: Mapping[str, Any], instance_type: str | None) -> dict[str, Any]:
-    """A copy of ``doc`` with ``resource.instanceType`` replaced (when one is given)."""
-    result = copy.deepcopy(dict(doc))
-    if instance_type is not None:
-        resource = result.get("resource")
-        result["resource"] = {**(resource if isinstance(resource, Mapping) else {})}
-        result["resource"]["instanceType"] = instance_type
-    return result
-
-
-def plan_documents(
-    documents: Sequence[Mapping[str, Any]],
-    configmaps: Mapping[str, Mapping[str, str]],
-    options: PlanOptions,
-    instance_type: str | None = None,
-) -> list[tuple[str, Plan | Rejection]]:
-    """Each Workspace document's name and plan; ConfigMaps not given are planned as missing."""
-    results = []
-    for doc in documents:
-        if doc.get("kind") != WORKSPACE_KIND:
-            continue
-        obj = with_instance_type(doc, instance_type)
-        named: ConfigMaps = {name: configmaps.get(name) for name in configmaps_needed(obj)}
-        results.append((workspace_name(obj), plan_workspace(obj, named, options)))
-    return results
-
-
-def plan_file(
-    path: Path,
-    configmap_files: Sequence[Path],
-    options: PlanOptions,
-    *,
-    instance_type: str | None,
-    output: str,
-    echo: Callable[[str], None],
-    echo_err: Callable[[str], None],
-) -> int:
-    """Plan every Workspace of ``path`` and print the plans as ``output`` (text or json)."""
-    try:
-        documents = read_documents(path)
-        configmaps = {**read_configmaps(configmap_files), **configmap_data(documents)}
-    except InputError as e:
-        echo_err(f"error: {e}")
-        return 2
-    results = plan_documents(documents, configmaps, options, instance_type)
-    if not results:
-        echo_err(f"error: {path}: no Workspace in it")
-        return 2
-    if output == "json":
-        echo(render_json([json_entry(name, result) for name, result in results]))
-    else:
-        echo("\n\n".join(render_text(name, result) for name, result in results))
-    return 1 if any(isinstance(result, Rejection) for _, result in results) else 0
