@@ -22,8 +22,9 @@ from services.planner.planning import (
 )
 from services.planner.report import json_entry, render_json, render_text
 from shared.plan import Plan
+from shared.workspace.models import KIND
 
-WORKSPACE_KIND = "Workspace"
+WORKSPACE_KIND = KIND
 CONFIGMAP_KIND = "ConfigMap"
 UNNAMED = "<unnamed>"
 

@@ -18,10 +18,7 @@ from shared.plan import AdapterPlan, MemoryBudget, Plan, RuntimeChoice, TuningPl
 WIDTH = 100
 LABEL_WIDTH = len("gpu-memory-utilization: ")
 VALUE_WIDTH = WIDTH - LABEL_WIDTH
-WORKSPACE_KIND = "Workspace"
-CONFIGMAP_KIND = "ConfigMap"
 UNKNOWN_PRICE = "unknown (not in presets/catalog/prices.yaml)"
-UNNAMED = "<unnamed>"
 
 
 # --- text --------------------------------------------------------------------------------------
