@@ -118,13 +118,24 @@ def _index_presets(presets: Iterable[ModelPreset]) -> Mapping[str, ModelPreset]:
     return MappingProxyType(index)
 
 
-def _index_skus(skus: Iterable[GpuSku]) -> Mapping[str, GpuSku]:
-    index: dict[str, GpuSku] = {}
-    for sku in skus:
-        if _key(sku.name) in index:
-            raise CatalogError(f"sku {sku.name!r}: field 'name': duplicate instance type")
-        index[_key(sku.name)] = sku
+_Item = TypeVar("_Item")
+
+
+def _index_unique(
+    items: Iterable[_Item], name_of: Callable[[_Item], str], kind: str, field_name: str
+) -> Mapping[str, _Item]:
+    """``items`` by case-insensitive name; a name used twice is a CatalogError."""
+    index: dict[str, _Item] = {}
+    for item in items:
+        name = name_of(item)
+        if _key(name) in index:
+            raise CatalogError(f"{kind} {name!r}: field {field_name!r}: duplicate instance type")
+        index[_key(name)] = item
     return MappingProxyType(index)
+
+
+def _index_skus(skus: Iterable[GpuSku]) -> Mapping[str, GpuSku]:
+    return _index_unique(skus, lambda sku: sku.name, "sku", "name")
 
 
 @dataclass(frozen=True)
@@ -249,11 +260,15 @@ _Source = Path | Traversable
 _T = TypeVar("_T")
 
 
-def _read_entries(source: _Source, key: str) -> list[Any]:
+def _read_yaml(source: _Source) -> Any:
     try:
-        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+        return yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{source}: cannot be read: {exc}") from exc
+
+
+def _read_entries(source: _Source, key: str) -> list[Any]:
+    document = _read_yaml(source)
     if not isinstance(document, dict) or set(document) != {key}:
         raise CatalogError(f"{source}: must be a mapping with the single key {key!r}")
     entries = document[key]

@@ -14,10 +14,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from presets.catalog import CatalogError, _describe, _key, _packaged
+from presets.catalog import (
+    CatalogError,
+    _describe,
+    _Entry,
+    _index_unique,
+    _key,
+    _packaged,
+    _read_yaml,
+)
 
 __all__ = ["Price", "PriceTable", "default_prices", "load_prices"]
 
@@ -34,12 +41,7 @@ class Price:
 
 
 def _index_prices(prices: Iterable[Price]) -> Mapping[str, Price]:
-    index: dict[str, Price] = {}
-    for price in prices:
-        if _key(price.sku) in index:
-            raise CatalogError(f"price {price.sku!r}: field 'sku': duplicate instance type")
-        index[_key(price.sku)] = price
-    return MappingProxyType(index)
+    return _index_unique(prices, lambda price: price.sku, "price", "sku")
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,7 @@ _Cloud = Literal["azure", "azure-arc", "aws"]
 _NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _Header(_Strict):
+class _Header(_Entry):
     source: _NonEmpty
     recorded: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
     currency: Literal["USD"]
@@ -100,7 +98,7 @@ class _Header(_Strict):
         return value
 
 
-class _PriceEntry(_Strict):
+class _PriceEntry(_Entry):
     sku: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.\-]*$")]
     cloud: _Cloud
     usd_per_hour: Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -110,13 +108,6 @@ class _PriceEntry(_Strict):
 
 
 # --- loading -----------------------------------------------------------------------------------
-
-
-def _read_document(source: Path | Traversable) -> Any:
-    try:
-        return yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogError(f"{source}: cannot be read: {exc}") from exc
 
 
 def _parse_entries(source: Path | Traversable, header: _Header) -> tuple[Price, ...]:
@@ -144,7 +135,7 @@ def load_prices(path: Path | None = None) -> PriceTable:
     Raises CatalogError naming the file, the entry and the field of the first problem found.
     """
     source = path if path is not None else _packaged(PRICES_FILE)
-    document = _read_document(source)
+    document = _read_yaml(source)
     if not isinstance(document, dict):
         raise CatalogError(f"{source}: must be a mapping")
     try:

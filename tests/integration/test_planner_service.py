@@ -126,13 +126,13 @@ async def test_a_seed_gets_one_plan_and_redeliveries_publish_nothing_new(env: En
     await env.publisher.publish(env.observed(obj, ref, trigger="resync"))
     await env.planner.on_observed(first)
     await env.planner.on_observed(first)
-    handled = env.publisher  # the resync went through the bus: wait until the planner acked it
-    await eventually(lambda: _consumer_idle(env.settings, handled), what="the resync to be handled")
+    # The resync went through the bus: wait until the planner acked it.
+    await eventually(lambda: _consumer_idle(env.settings), what="the resync to be handled")
     assert [e.id for e in await env.stored(EventType.PLAN_READY, ref)] == [plans[0].id]
     assert await env.stored(EventType.PLAN_REJECTED, ref) == []
 
 
-async def _consumer_idle(settings: Settings, _bus: Bus) -> bool:
+async def _consumer_idle(settings: Settings) -> bool:
     async with stream_reader(settings) as reader:
         info = await reader.consumer("planner-workspace-observed")
     return info.num_pending == 0 and info.num_ack_pending == 0
