@@ -10,6 +10,7 @@ bus's ack/retry decision works on Kubernetes failures too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -17,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+import structlog
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from shared.errors import ConfigError, KaitenError, PermanentError, TransientError
 from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 Manifest = dict[str, Any]
 
@@ -179,3 +183,50 @@ def _retry_after(e: ApiException) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+async def follow(
+    list_call: Any,
+    *args: Any,
+    on_change: Any,
+    label_selector: str | None = None,
+    timeout_s: int = 300,
+) -> None:
+    """List, then watch from the list's resourceVersion, until cancelled: awaits
+    ``on_change(kind, obj)`` for every object listed (kind ``LISTED``, then ``SYNCED`` with an
+    empty object once the list is done) and for every watch event. A stream that ends resumes;
+    410 Gone or an error lists again, after a doubling delay on errors. ``list_call`` is a
+    generated ``list_*`` method (``list_node``, ``list_cluster_custom_object``)."""
+    delay = 0.2
+    extra = {"label_selector": label_selector} if label_selector else {}
+    while True:
+        try:
+            response = await list_call(*args, _preload_content=False, **extra)
+            body = json.loads(await response.read())
+            version = str(body["metadata"]["resourceVersion"])
+            for obj in body.get("items") or []:
+                await on_change("LISTED", obj)
+            await on_change("SYNCED", {})
+            delay = 0.2
+            while True:
+                async with watch.Watch().stream(
+                    list_call,
+                    *args,
+                    resource_version=version,
+                    timeout_seconds=timeout_s,
+                    allow_watch_bookmarks=True,
+                    **extra,
+                ) as events:
+                    async for event in events:
+                        obj = event["raw_object"]
+                        version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+                        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                            await on_change(str(event["type"]), obj)
+        except ApiException as e:
+            if e.status == 410:  # noqa: PLR2004 -- too old: list again at once
+                continue
+            log.warning("watch.error", error=str(api_error(e, "watch")))
+        except (KaitenError, OSError, TimeoutError, ValueError) as e:
+            log.warning("watch.error", error=str(e))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)

@@ -101,6 +101,22 @@ class Price(_Part):
     source: str
 
 
+class NodeSelection(_Part):
+    """Which nodes may run the workload, from ``resource`` and the workspace's annotations."""
+
+    label_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="resource.labelSelector.matchLabels without Kaito's reserved keys; copied "
+        "onto provisioned nodes.",
+    )
+    preferred_nodes: tuple[str, ...] = Field(
+        default=(), description="resource.preferredNodes: existing nodes to use first."
+    )
+    node_image_family: Literal["ubuntu", "azurelinux"] = Field(
+        default="ubuntu", description="kaito.sh/node-image-family: the node OS image."
+    )
+
+
 class Plan(_Part):
     schema_version: int = PLAN_SCHEMA_VERSION
     mode: Literal["inference", "tuning"]
@@ -120,6 +136,7 @@ class Plan(_Part):
     gpu_memory_utilization: float | None = None
     memory: MemoryBudget | None = None
     disk_gib: int = Field(ge=1)
+    nodes: NodeSelection = Field(default_factory=NodeSelection)
     image: str | None = Field(description="The runtime image; None for a template.")
     weights_image: str | None = Field(
         default=None, description="OCI artifact with the weights; None when downloaded at start."

@@ -29,6 +29,7 @@ from shared.plan import (
     AdapterPlan,
     GpuInfo,
     MemoryBudget,
+    NodeSelection,
     Plan,
     Port,
     Price,
@@ -39,7 +40,13 @@ from shared.plan import (
     TuningPlan,
 )
 from shared.workspace.models import InferenceSpec, TuningSpec, Workspace
-from shared.workspace.validation import ValidationContext, parse_workspace, validate_workspace
+from shared.workspace.validation import (
+    IMAGE_FAMILY_ANNOTATION,
+    RESERVED_LABELS,
+    ValidationContext,
+    parse_workspace,
+    validate_workspace,
+)
 
 GIB = 1024**3
 HTTP_PORT = 5000
@@ -136,11 +143,15 @@ def plan_workspace(
         return Rejection(_reason_for(problems), _render(problems), tuple(problems))
     try:
         if ws.tuning is not None:
-            return _plan_tuning(ws, ws.tuning, configmaps, options)
-        if ws.inference is not None:
-            return _plan_inference(ws, ws.inference, configmaps, options)
+            plan = _plan_tuning(ws, ws.tuning, configmaps, options)
+        elif ws.inference is not None:
+            plan = _plan_inference(ws, ws.inference, configmaps, options)
+        else:
+            plan = None
     except _Rejected as rejected:
         return rejected.rejection
+    if plan is not None:
+        return plan.model_copy(update={"nodes": node_selection(ws)})
     message = "Either Inference or Tuning must be specified, not neither"
     return Rejection("InvalidWorkspace", message, (FieldProblem(field="", message=message),))
 
@@ -671,6 +682,19 @@ def _plan_tuning(
 
 
 # --- shared bits -------------------------------------------------------------------------------
+
+
+def node_selection(ws: Workspace) -> NodeSelection:
+    """Where the workload may run: the selector (without Kaito's reserved keys, which Kaito
+    ignores), the preferred nodes and the node image family."""
+    resource = ws.resource
+    labels = dict(resource.label_selector.match_labels or {}) if resource else {}
+    family = _annotations(ws).get(IMAGE_FAMILY_ANNOTATION, "").lower()
+    return NodeSelection(
+        label_selector={k: v for k, v in labels.items() if k not in RESERVED_LABELS},
+        preferred_nodes=tuple((resource.preferred_nodes or []) if resource else []),
+        node_image_family="azurelinux" if family == "azurelinux" else "ubuntu",
+    )
 
 
 def _annotations(ws: Workspace) -> dict[str, str]:

@@ -1,0 +1,504 @@
+"""The provisioner's two halves.
+
+``Provisioner`` is Kaito's NodeProvisioner: on ``PlanReady`` (and whenever a Node or NodeClaim
+changes) it assesses each workspace against the cluster (``nodes.assess``), creates the
+NodeClaims that are missing, labels GPU nodes, and publishes the outcome and conditions when
+they change. On ``WorkspaceDeleting`` it deletes the workspace's NodeClaims and answers
+``CleanupDone``.
+
+``ClaimController`` is the gpu-provisioner role (backends ``azure`` and ``simulated``): it turns
+each Kaito NodeClaim into one cloud instance, writes the NodeClaim status Karpenter core would
+(Launched, Registered, Initialized, Ready), deletes the instance when the NodeClaim goes (it
+holds the ``karpenter.sh/termination`` finalizer), and collects instances whose NodeClaim is
+gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+
+from services.provisioner.claims import (
+    AGENTPOOL_LABELS,
+    TERMINATION_FINALIZER,
+    Launch,
+    claim_status,
+    is_kaito_owned,
+    launched,
+    node_for_pool,
+    pool_spec,
+)
+from services.provisioner.cloud import CloudError, CloudProvider
+from services.provisioner.kubeapi import ClusterApi
+from services.provisioner.nodes import (
+    ACCELERATOR,
+    ACCELERATOR_LABEL,
+    WORKSPACE_LABEL,
+    WORKSPACE_NAMESPACE_LABEL,
+    Assessment,
+    Cloud,
+    Failed,
+    Manifest,
+    Pending,
+    Ready,
+    Target,
+    assess,
+    condition_of,
+    is_deleting,
+    name_of,
+)
+from services.provisioner.store import ProvisionerStore
+from shared.bus import Bus, Clock
+from shared.errors import KaitenError, PermanentError, TransientError
+from shared.events import (
+    CleanupDone,
+    Condition,
+    ConditionReported,
+    Envelope,
+    EventData,
+    PlanReady,
+    ResourcesFailed,
+    ResourcesPending,
+    ResourcesReady,
+    WorkspaceDeleting,
+    WorkspaceRef,
+    new_event,
+)
+
+log = structlog.get_logger(__name__)
+
+Backend = Literal["byo", "karpenter", "azure", "simulated"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionerOptions:
+    backend: Backend = "karpenter"
+    cloud: Cloud = "azure"
+    resync_s: float = 300.0
+    debounce_s: float = 0.1
+
+    @property
+    def provisions(self) -> bool:
+        return self.backend != "byo"
+
+
+class Provisioner:
+    def __init__(
+        self,
+        store: ProvisionerStore,
+        bus: Bus,
+        cluster: ClusterApi,
+        clock: Clock,
+        options: ProvisionerOptions,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.cluster = cluster
+        self.clock = clock
+        self.options = options
+        self._dirty = asyncio.Event()
+
+    # --- events --------------------------------------------------------------------------
+
+    async def on_plan_ready(self, event: Envelope[PlanReady]) -> None:
+        ref = event.workspace
+        if not await self.store.claim(ref, self.clock()):
+            log.info("resources.stale_generation", workspace=ref.key)
+            return
+        await self.store.save(Target.from_plan(ref, event.data.plan), self.clock())
+        await self.reconcile(ref.uid, cause=event)
+
+    async def on_deleting(self, event: Envelope[WorkspaceDeleting]) -> None:
+        ref = event.workspace
+        await self.store.mark_deleting(ref, self.clock())
+        deleted: list[str] = []
+        claims = (
+            await self.cluster.list_claims(_owner_selector(ref)) if self.options.provisions else []
+        )
+        for claim in claims:
+            if not is_deleting(claim) and await self.cluster.delete_claim(name_of(claim)):
+                deleted.append(f"NodeClaim/{name_of(claim)}")  # noqa: PERF401 -- awaits inside
+        await self._publish(ref, [CleanupDone(deleted=tuple(deleted))], event)
+        log.info("resources.cleaned", workspace=ref.key, deleted=deleted)
+
+    # --- assessment ----------------------------------------------------------------------
+
+    async def reconcile(self, uid: str, cause: Envelope[Any] | None = None) -> None:
+        """Assess one workspace and act; publishes only what changed since the last time."""
+        async with self.store.locked(uid) as lock:
+            stored = lock.stored
+            if stored is None or stored.state != "active":
+                return
+            target = stored.target
+            assessment = await self._assess(target, stored.worker_nodes)
+            for manifest in assessment.create:
+                created = await self.cluster.create_claim(manifest)
+                log.info("nodeclaim.create", name=manifest["metadata"]["name"], created=created)
+            events = _outcome_events(target, assessment)
+            key = _key(events)
+            if key == stored.published_key:
+                return
+            await self._publish(target.ref, events, cause)
+            workers = (
+                assessment.outcome.nodes
+                if isinstance(assessment.outcome, Ready)
+                else stored.worker_nodes
+            )
+            await lock.record(key, workers, self.clock())
+            log.info(
+                "resources.assessed",
+                workspace=target.ref.key,
+                outcome=type(assessment.outcome).__name__,
+                nodes=list(assessment.selected),
+            )
+
+    async def _assess(self, target: Target, workers: tuple[str, ...]) -> Assessment:
+        nodes = await self.cluster.list_nodes()
+        claims = (
+            await self.cluster.list_claims(_owner_selector(target.ref))
+            if self.options.provisions
+            else []
+        )
+
+        def decide() -> Assessment:
+            return assess(
+                target,
+                nodes,
+                claims,
+                workers,
+                provision=self.options.provisions,
+                cloud=self.options.cloud,
+            )
+
+        assessment = decide()
+        if assessment.label:
+            for name in assessment.label:  # Kaito labels the GPU nodes it uses (reference 2.4)
+                await self.cluster.label_node(name, {ACCELERATOR_LABEL: ACCELERATOR})
+            for node in nodes:
+                if name_of(node) in assessment.label:
+                    node["metadata"].setdefault("labels", {})[ACCELERATOR_LABEL] = ACCELERATOR
+            assessment = decide()
+        return assessment
+
+    async def reconcile_all(self) -> None:
+        for stored in await self.store.active():
+            try:
+                await self.reconcile(stored.target.ref.uid)
+            except KaitenError as e:  # the next change or resync tries again
+                log.warning("resources.failed", workspace=stored.target.ref.key, error=str(e))
+
+    async def _publish(
+        self, ref: WorkspaceRef, data: list[EventData], cause: Envelope[Any] | None
+    ) -> None:
+        now = self.clock()
+        for item in data:
+            await self.bus.publish(
+                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause)
+            )
+
+    # --- watches -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Re-assess on every Node or NodeClaim change and every resync, until cancelled."""
+
+        async def poke(_kind: str, _obj: Manifest) -> None:
+            self._dirty.set()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.cluster.follow_nodes(poke))
+            if self.options.provisions:
+                group.create_task(self.cluster.follow_claims(poke))
+            group.create_task(self._resync())
+            group.create_task(self._work())
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_s)
+            self._dirty.set()
+
+    async def _work(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.options.debounce_s)  # one pass for a burst of changes
+            self._dirty.clear()
+            await self.reconcile_all()
+
+
+def _owner_selector(ref: WorkspaceRef) -> str:
+    return f"{WORKSPACE_LABEL}={ref.name},{WORKSPACE_NAMESPACE_LABEL}={ref.namespace}"
+
+
+def _outcome_events(target: Target, assessment: Assessment) -> list[EventData]:
+    events: list[EventData] = [ConditionReported(condition=c) for c in assessment.conditions]
+    outcome = assessment.outcome
+    if isinstance(outcome, Ready):
+        events.append(ResourcesReady(node_names=outcome.nodes))
+    elif isinstance(outcome, Pending):
+        events.append(
+            ResourcesPending(
+                reason=outcome.reason,
+                message=outcome.message,
+                ready_nodes=outcome.ready_nodes,
+                wanted=target.node_count,
+            )
+        )
+    elif isinstance(outcome, Failed):
+        failed = Condition(
+            type="WorkspaceSucceeded",
+            status="False",
+            reason="workspaceFailed",
+            message=outcome.message,
+            observed_generation=target.ref.generation,
+        )
+        events.append(ConditionReported(condition=failed))
+        events.append(ResourcesFailed(reason=outcome.reason, message=outcome.message))
+    return events
+
+
+def _key(events: list[EventData]) -> str:
+    content = json.dumps(
+        [[type(e).__name__, e.model_dump(mode="json")] for e in events], sort_keys=True
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+# --- the gpu-provisioner role ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOptions:
+    retry_base_s: float = 2.0
+    retry_max_s: float = 300.0
+    # A launch another replica started and did not finish within this time is taken over.
+    relaunch_after_s: float = 900.0
+    gc_interval_s: float = 120.0
+    gc_grace_s: float = 30.0
+
+
+class ClaimController:
+    def __init__(
+        self, cluster: ClusterApi, cloud: CloudProvider, clock: Clock, options: ClaimOptions
+    ) -> None:
+        self.cluster = cluster
+        self.cloud = cloud
+        self.clock = clock
+        self.options = options
+        self._claims: dict[str, Manifest] = {}
+        self._busy: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.cluster.follow_claims(self.on_claim))
+                group.create_task(self.cluster.follow_nodes(self.on_node))
+                group.create_task(self._collect_forever())
+        finally:
+            for task in list(self._busy.values()):
+                task.cancel()
+            await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+    async def on_claim(self, kind: str, claim: Manifest) -> None:
+        if kind == "SYNCED" or not is_kaito_owned(claim):
+            return
+        name = name_of(claim)
+        if kind == "DELETED":
+            self._claims.pop(name, None)
+            return
+        self._claims[name] = claim
+        self._consider(claim)
+
+    async def on_node(self, kind: str, node: Manifest) -> None:
+        pool = ((node.get("metadata") or {}).get("labels") or {}).get(AGENTPOOL_LABELS[1])
+        claim = self._claims.get(pool or "")
+        if claim is not None:
+            self._consider(claim)
+
+    def _consider(self, claim: Manifest) -> None:
+        name = name_of(claim)
+        if name in self._busy:
+            return
+        work: Coroutine[Any, Any, None] | None = None
+        if is_deleting(claim):
+            if TERMINATION_FINALIZER in (claim["metadata"].get("finalizers") or []):
+                work = self.terminate(claim)
+        elif launched(claim) is None or self._stale_launch(claim):
+            work = self.launch(claim)
+        elif launched(claim) == "True" and not _ready(claim):
+            work = self.register(claim)
+        if work is None:
+            return
+        version = claim["metadata"].get("resourceVersion")
+
+        def done(_task: asyncio.Task[None]) -> None:
+            # What changed while the work ran (a deletion during a launch) is looked at now.
+            self._busy.pop(name, None)
+            latest = self._claims.get(name)
+            if latest is not None and latest["metadata"].get("resourceVersion") != version:
+                self._consider(latest)
+
+        task = asyncio.get_running_loop().create_task(work, name=f"nodeclaim-{name}")
+        self._busy[name] = task
+        task.add_done_callback(done)
+
+    def _stale_launch(self, claim: Manifest) -> bool:
+        cond = condition_of(claim, "Launched")
+        if cond is None or cond.get("status") != "Unknown":
+            return False
+        since = _parse_time(cond.get("lastTransitionTime"))
+        return since is None or self.clock() - since > timedelta(
+            seconds=self.options.relaunch_after_s
+        )
+
+    async def launch(self, claim: Manifest) -> None:
+        """Take the NodeClaim (an optimistic write: one replica wins), create its instance,
+        and write what happened to its status."""
+        name = name_of(claim)
+        taken = await self._take(claim)
+        if taken is None:
+            return
+        claim = taken
+        try:
+            spec = pool_spec(claim)
+        except PermanentError as e:
+            await self._write(claim, Launch("False", e.reason, e.message), None)
+            return
+        delay = self.options.retry_base_s
+        while True:
+            try:
+                instance = await self.cloud.create(spec)
+            except CloudError as e:
+                log.warning("nodeclaim.launch_failed", name=name, code=e.reason, error=e.message)
+                await self._write(claim, Launch("False", e.reason, e.message), None)
+                return
+            except TransientError as e:
+                wait = e.delay if e.delay is not None else delay
+                log.info("nodeclaim.launch_retry", name=name, error=str(e), retry_in_s=wait)
+                claim = (
+                    await self._write(
+                        claim,
+                        Launch("Unknown", "LaunchRetrying", f"{e}; retrying in {wait:g} s"),
+                        None,
+                    )
+                    or claim
+                )
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self.options.retry_max_s)
+                continue
+            break
+        node = await self._node(name)
+        await self._write(claim, Launch("True", "Launched", image_id=instance.image_id), node)
+        log.info("nodeclaim.launched", name=name, node=name_of(node) if node else None)
+
+    async def _take(self, claim: Manifest) -> Manifest | None:
+        """Add the termination finalizer and mark the launch started, conditional on the
+        resourceVersion read: a replica that loses the race gets a conflict and lets go."""
+        meta = claim["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if TERMINATION_FINALIZER not in finalizers:
+            finalizers.append(TERMINATION_FINALIZER)
+        try:
+            updated = await self.cluster.patch_claim(
+                name_of(claim),
+                {
+                    "metadata": {
+                        "finalizers": finalizers,
+                        "resourceVersion": meta["resourceVersion"],
+                    }
+                },
+            )
+        except TransientError:
+            return None  # someone wrote first: the watch brings the new version
+        if updated is None:
+            return None
+        return await self._write(
+            updated, Launch("Unknown", "Launching", "creating the instance"), None
+        )
+
+    async def register(self, claim: Manifest) -> None:
+        """The instance exists: record its node once it joined and is initialized."""
+        node = await self._node(name_of(claim))
+        cond = condition_of(claim, "Launched") or {}
+        launch = Launch("True", str(cond.get("reason") or "Launched"), str(cond.get("message", "")))
+        await self._write(claim, launch, node)
+
+    async def terminate(self, claim: Manifest) -> None:
+        """Delete the instance and its node, then release the NodeClaim."""
+        name = name_of(claim)
+        delay = self.options.retry_base_s
+        while True:
+            try:
+                await self.cloud.delete(name)
+                break
+            except TransientError as e:
+                await asyncio.sleep(e.delay if e.delay is not None else delay)
+                delay = min(delay * 2, self.options.retry_max_s)
+            except PermanentError as e:  # cannot delete: say so, keep the finalizer
+                log.warning("nodeclaim.delete_failed", name=name, error=e.message)
+                return
+        for node in await self.cluster.list_nodes(f"{AGENTPOOL_LABELS[1]}={name}"):
+            await self.cluster.delete_node(name_of(node))
+        finalizers = [
+            f for f in claim["metadata"].get("finalizers") or [] if f != TERMINATION_FINALIZER
+        ]
+        await self.cluster.patch_claim(name, {"metadata": {"finalizers": finalizers}})
+        log.info("nodeclaim.terminated", name=name)
+
+    async def collect(self) -> list[str]:
+        """Delete instances whose NodeClaim is gone (a NodeClaim deleted while its instance
+        was still being created), older than the grace period. Returns their names."""
+        claims = {name_of(c) for c in await self.cluster.list_claims()}
+        now = self.clock()
+        grace = timedelta(seconds=self.options.gc_grace_s)
+        collected = []
+        for instance in await self.cloud.list():
+            if instance.name in claims or instance.state == "Deleting":
+                continue
+            if instance.created_at is None or now - instance.created_at < grace:
+                continue
+            await self.cloud.delete(instance.name)
+            for node in await self.cluster.list_nodes(f"{AGENTPOOL_LABELS[1]}={instance.name}"):
+                await self.cluster.delete_node(name_of(node))
+            collected.append(instance.name)
+            log.info("instance.collected", name=instance.name)
+        return collected
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.gc_interval_s)
+            with contextlib.suppress(KaitenError):
+                await self.collect()
+
+    async def _node(self, pool: str) -> Manifest | None:
+        nodes = await self.cluster.list_nodes(f"{AGENTPOOL_LABELS[1]}={pool}")
+        found = node_for_pool(nodes, pool)
+        return dict(found) if found is not None else None
+
+    async def _write(
+        self, claim: Manifest, launch: Launch, node: Mapping[str, Any] | None
+    ) -> Manifest | None:
+        status = claim_status(claim, launch, node, self.clock())
+        if status == claim.get("status"):
+            return claim
+        return await self.cluster.patch_claim(name_of(claim), {"status": status}, status=True)
+
+
+def _ready(claim: Manifest) -> bool:
+    cond = condition_of(claim, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
