@@ -424,10 +424,11 @@ class Api:
         dry_run: bool,
         field_validation: str,
     ) -> Obj:
-        if subresource is None:
-            new = self._validated(rt, version, new, old, field_validation)
-            if rt.key == CRD_TYPE.key:
-                new = self._accept_crd(new)
+        # A status write is pruned, defaulted and validated (schema and CEL rules) as the whole
+        # object, like any other write (apiextensions' status strategy validates the object).
+        new = self._validated(rt, version, new, old, field_validation)
+        if subresource is None and rt.key == CRD_TYPE.key:
+            new = self._accept_crd(new)
         if self.admission is not None:
             await self.admission(
                 AdmissionRequest(rt, version, "UPDATE", new, old, subresource, dry_run)
