@@ -220,9 +220,19 @@ def plan(
         list[Path] | None,
         typer.Option("--configmap", help="ConfigMap YAML a Workspace names (repeatable)."),
     ] = None,
+    check_azure: Annotated[
+        bool,
+        typer.Option(
+            "--check-azure",
+            help="Also ask Azure whether the planned nodes fit the regional vCPU quota of the "
+            "instance type's family (needs ARM_SUBSCRIPTION_ID, LOCATION and Azure "
+            "credentials, e.g. `az login`).",
+        ),
+    ] = False,
 ) -> None:
     """Plan Workspace YAML offline: GPUs, runtime, memory, command line and price, before any
-    GPU is requested; exit 1 when a Workspace is rejected."""
+    GPU is requested; exit 1 when a Workspace is rejected (or, with --check-azure, does not
+    fit the quota)."""
     if output not in ("text", "json"):
         raise typer.BadParameter("choose text or json", param_hint="--output")
     if cloud not in ("azure", "aws", "arc"):
@@ -238,6 +248,16 @@ def plan(
         cloud=cloud,
         node_auto_provisioning=not byo,
     )
+    quota = None
+    if check_azure:
+        from services.provisioner.azure import AzureSettings, quota_lookup  # noqa: PLC0415
+        from shared.errors import ConfigError  # noqa: PLC0415
+
+        try:
+            quota = quota_lookup(AzureSettings())
+        except ConfigError as e:
+            typer.echo(f"error: --check-azure: {e}", err=True)
+            raise typer.Exit(2) from e
     code = plan_file(
         file,
         configmap or [],
@@ -246,6 +266,7 @@ def plan(
         output=output,
         echo=typer.echo,
         echo_err=lambda text: typer.echo(text, err=True),
+        quota=quota,
     )
     raise typer.Exit(code)
 

@@ -21,12 +21,15 @@ from services.planner.planning import (
     plan_workspace,
 )
 from services.planner.report import json_entry, render_json, render_text
+from services.provisioner.azure import QuotaCheck
+from shared.errors import KaitenError
 from shared.plan import Plan
 from shared.workspace.models import KIND
 
 WORKSPACE_KIND = KIND
 CONFIGMAP_KIND = "ConfigMap"
 UNNAMED = "<unnamed>"
+QuotaLookup = Callable[[str, int], QuotaCheck]
 
 
 class InputError(Exception):
@@ -107,8 +110,11 @@ def plan_file(
     output: str,
     echo: Callable[[str], None],
     echo_err: Callable[[str], None],
+    quota: QuotaLookup | None = None,
 ) -> int:
-    """Plan every Workspace of ``path`` and print the plans as ``output`` (text or json)."""
+    """Plan every Workspace of ``path`` and print the plans as ``output`` (text or json).
+    With ``quota``, also say whether each plan's nodes fit the cloud's quota: exit 1 when
+    one does not, 2 when the quota cannot be read."""
     try:
         documents = read_documents(path)
         configmaps = {**read_configmaps(configmap_files), **configmap_data(documents)}
@@ -119,8 +125,42 @@ def plan_file(
     if not results:
         echo_err(f"error: {path}: no Workspace in it")
         return 2
+    checks: dict[str, QuotaCheck] = {}
+    if quota is not None:
+        try:
+            checks = {
+                name: quota(result.instance_type, result.node_count)
+                for name, result in results
+                if isinstance(result, Plan) and result.instance_type
+            }
+        except KaitenError as e:
+            echo_err(f"error: the quota check failed: {e}")
+            return 2
     if output == "json":
-        echo(render_json([json_entry(name, result) for name, result in results]))
+        entries = []
+        for name, result in results:
+            entry = json_entry(name, result)
+            if name in checks:
+                entry["quota"] = quota_json(checks[name])
+            entries.append(entry)
+        echo(render_json(entries))
     else:
-        echo("\n\n".join(render_text(name, result) for name, result in results))
-    return 1 if any(isinstance(result, Rejection) for _, result in results) else 0
+        echo(
+            "\n\n".join(
+                render_text(name, result) + (f"\n{checks[name].render()}" if name in checks else "")
+                for name, result in results
+            )
+        )
+    rejected = any(isinstance(result, Rejection) for _, result in results)
+    return 1 if rejected or not all(c.fits for c in checks.values()) else 0
+
+
+def quota_json(check: QuotaCheck) -> dict[str, Any]:
+    usages = [check.family] + ([check.regional] if check.regional else [])
+    return {
+        "fits": check.fits,
+        "location": check.location,
+        "vcpus_per_node": check.vcpus_per_node,
+        "vcpus_needed": check.needed,
+        "usages": [{"name": u.name, "current": u.current, "limit": u.limit} for u in usages],
+    }

@@ -10,11 +10,13 @@ capacity included, is a ``CloudError`` carrying Azure's code and message verbati
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from azure.core.exceptions import (
+    ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
     ServiceRequestError,
@@ -331,3 +333,31 @@ async def check_quota(compute: Any, location: str, sku: str, nodes: int) -> Quot
     if family is None:
         family = QuotaUsage(f"{family_name} vCPUs", 0, 0)
     return QuotaCheck(sku, location, nodes, vcpus, family, regional)
+
+
+def quota_lookup(settings: AzureSettings) -> Callable[[str, int], QuotaCheck]:
+    """A blocking quota check for command-line use: each call asks ARM with the
+    ``DefaultAzureCredential`` chain (workload identity, managed identity, ``az login``...)."""
+    settings.require("subscription_id", "location")
+
+    async def check(sku: str, nodes: int) -> QuotaCheck:
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
+        from azure.mgmt.compute.aio import ComputeManagementClient  # noqa: PLC0415
+
+        kwargs = {k: v for k, v in settings.client_kwargs().items() if k != "polling_interval"}
+        async with (
+            DefaultAzureCredential() as credential,
+            ComputeManagementClient(credential, settings.subscription_id, **kwargs) as compute,
+        ):
+            try:
+                return await check_quota(compute, settings.location, sku, nodes)
+            except ClientAuthenticationError as e:
+                raise ConfigError(
+                    f"no Azure credentials: {str(e).splitlines()[0]} (run `az login`, or set "
+                    "AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret or a federated token)"
+                ) from e
+
+    def lookup(sku: str, nodes: int) -> QuotaCheck:
+        return asyncio.run(check(sku, nodes))
+
+    return lookup
