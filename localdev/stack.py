@@ -31,8 +31,8 @@ DATABASE = "kaiten"
 
 # What `up` cannot start yet, and the issue that brings it. Shrinks as the stack grows.
 NOT_YET = (
-    "event handlers of provisioner #9, deployer #10, tuner #11 (Workspaces are announced "
-    "and planned, `kubectl get workspace` shows targetNodeCount; nothing provisions or "
+    "event handlers of deployer #10 and tuner #11 (Workspaces are announced, planned and "
+    "given simulated GPU nodes: `kubectl get workspace,nodeclaims,nodes` shows them; nothing "
     "deploys yet)",
 )
 
@@ -129,20 +129,21 @@ def _ensure_cluster(state: dict[str, Any]) -> str:
 
 
 def _install_crd(cluster_url: str) -> None:
-    """Create or update the Workspace CRD in the development cluster (Helm does this in a real
-    cluster)."""
+    """Create or update the Workspace CRD, and Karpenter's NodeClaim CRD for the provisioner's
+    simulated backend, in the development cluster (Helm does this in a real cluster)."""
+    from services.provisioner.crd import nodeclaim_crd  # noqa: PLC0415
     from shared.workspace.crd import workspace_crd  # noqa: PLC0415
 
-    crd = workspace_crd()
     base = f"{cluster_url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    try:
-        _http("POST", base, crd)
-    except urllib.error.HTTPError as e:
-        if e.code != 409:  # noqa: PLR2004
-            raise
-        current = _http("GET", f"{base}/{crd['metadata']['name']}")
-        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        _http("PUT", f"{base}/{crd['metadata']['name']}", crd)
+    for crd in (workspace_crd(), nodeclaim_crd()):
+        try:
+            _http("POST", base, crd)
+        except urllib.error.HTTPError as e:
+            if e.code != 409:  # noqa: PLR2004
+                raise
+            current = _http("GET", f"{base}/{crd['metadata']['name']}")
+            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            _http("PUT", f"{base}/{crd['metadata']['name']}", crd)
 
 
 def _http(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -196,6 +197,8 @@ def up() -> int:
         KUBECONFIG=kubeconfig,
         KAITEN_LOG_FORMAT="json",
         KAITEN_WEBHOOK_CERT_DIR=str(home() / "webhook"),
+        # GPU nodes join the development cluster as AKS's would (set it to byo to bring your own).
+        KAITEN_PROVISIONER_BACKEND=os.environ.get("KAITEN_PROVISIONER_BACKEND", "simulated"),
     )
     services = state.setdefault("services", {})
     for name in SERVICE_NAMES:

@@ -78,6 +78,13 @@ class Target:
     subresource: str | None
 
 
+def _warning_header(text: str) -> str:
+    """A ``Warning`` header as kube-apiserver writes it (client-go's NewWarningHeader): code 299,
+    no agent, the text quoted with ``"`` and ``\\`` escaped. kubectl drops one it cannot parse."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{quoted}"'
+
+
 class Server:
     """Routes one request at a time to the API; see ``build_app``."""
 
@@ -95,7 +102,7 @@ class Server:
         except ApiError as e:
             response = web.json_response(e.status(), status=e.code, headers=e.headers)
         for warning in WARNINGS.get():
-            response.headers.add("Warning", f'299 - "{warning}"')
+            response.headers.add("Warning", _warning_header(warning))
         return response
 
     async def _route(self, request: web.Request) -> web.StreamResponse:

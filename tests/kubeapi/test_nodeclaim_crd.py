@@ -312,3 +312,33 @@ async def test_a_status_patch_shows_in_the_printer_columns(
     got = await read(kubectl)
     assert got["status"] == status
     assert got["metadata"]["generation"] == 1  # a status write is not a spec change
+
+
+async def test_a_status_write_is_validated_and_pruned_like_any_write(
+    crd: dict[str, Any], kubectl: Kubectl
+) -> None:
+    await kubectl.apply(NODECLAIM)
+
+    async def patch_status(status: dict[str, Any]) -> tuple[int, str, str]:
+        return await kubectl(
+            "patch",
+            "nodeclaim",
+            NAME,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+            check=False,
+        )
+
+    code, _, err = await patch_status({"conditions": [{"type": "Ready", "status": "Maybe"}]})
+    assert code != 0
+    assert 'status.conditions[0].status: Unsupported value: "Maybe"' in err
+    code, _, err = await patch_status({"conditions": [{"status": "True"}]})
+    assert code != 0
+    assert "status.conditions[0].type: Required value" in err
+    # kubectl patch asks for no field validation: the server's default, Warn, prunes and warns
+    code, _, err = await patch_status({"nodeName": "n1", "colour": "red"})
+    assert code == 0
+    assert 'Warning: unknown field "status.colour"' in err
+    assert (await read(kubectl))["status"] == {"nodeName": "n1"}

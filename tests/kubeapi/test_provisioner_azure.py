@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 from kubernetes_asyncio import client as aclient
 from prometheus_client import CollectorRegistry
@@ -35,7 +34,6 @@ from services.provisioner.service import (
     ProvisionerOptions,
 )
 from services.provisioner.store import ProvisionerStore
-from services.provisioner.tables import targets
 from shared.bus import Bus
 from shared.db import Database
 from shared.events import (
@@ -53,6 +51,7 @@ from tests.support.bus import stream_reader
 from tests.support.fake_arm import FakeArm, FakeCredential
 from tests.support.plans import minimal_plan
 from tests.support.polling import eventually
+from tests.support.provisioner import forget_other_tests
 
 SKU = "Standard_NC24ads_A100_v4"
 NODECLAIMS = ("karpenter.sh", "v1", "nodeclaims")
@@ -207,17 +206,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def forget_other_tests(settings: Settings) -> None:
-    """The database lives for the test session; each test has a cluster of its own, so the
-    workspaces earlier tests left in the provisioner's state must not be assessed here."""
-    db = Database(settings.database_url)
-    try:
-        async with db.sessions.begin() as session:
-            await session.execute(sa.delete(targets))
-    finally:
-        await db.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from services.provisioner.nodes import Target
 from shared.events import Condition, WorkspaceRef
@@ -24,11 +24,14 @@ NVIDIA_V100 = GpuInfo(
     compute_capability=7.0,
     nvme=False,
 )
-REF = WorkspaceRef(uid="2f1c8a4e-0b7d-4c55-9a1e-5d3b7f0c9e21", namespace="team-a", name="phi-3", generation=3)
+REF = WorkspaceRef(
+    uid="2f1c8a4e-0b7d-4c55-9a1e-5d3b7f0c9e21", namespace="team-a", name="phi-3", generation=3
+)
 OTHER_REF = WorkspaceRef(
     uid="9e0b6a1d-7c44-4f0e-8d2b-1a3c5e7f9b02", namespace="team-a", name="phi-3", generation=3
 )
 EARLIER = "2026-05-01T10:00:00Z"
+ImageFamily = Literal["ubuntu", "azurelinux"]
 
 
 def target(
@@ -38,7 +41,7 @@ def target(
     node_count: int = 1,
     labels: Mapping[str, str] | None = None,
     preferred: Sequence[str] = (),
-    image_family: str = "ubuntu",
+    image_family: ImageFamily = "ubuntu",
     gpu: GpuInfo | None = None,
     disk_gib: int = 80,
 ) -> Target:
@@ -51,7 +54,7 @@ def target(
         nodes=NodeSelection(
             label_selector=dict(labels or {}),
             preferred_nodes=tuple(preferred),
-            node_image_family=image_family,  # type: ignore[arg-type]
+            node_image_family=image_family,
         ),
     )
     return Target.from_plan(ref, plan)
@@ -148,7 +151,11 @@ def claim(
         "taints": [dict(t) for t in taints],
         "requirements": [
             {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["kaito"]},
-            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
+            {
+                "key": "node.kubernetes.io/instance-type",
+                "operator": "In",
+                "values": [instance_type],
+            },
             {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
         ],
         "resources": {"requests": {"storage": storage}} if storage is not None else {},

@@ -233,7 +233,9 @@ def test_a_selected_nvidia_node_without_the_accelerator_label_is_to_be_labelled(
         provisioned("labelled", gpus=1, labels={"accelerator": "nvidia"}),
         provisioned("other-value", gpus=1, labels={"accelerator": "amd"}),
     ]
-    claims = [ready_claim(f"ws00000000{i}", n) for i, n in enumerate(("bare", "labelled", "other-value"))]
+    claims = [
+        ready_claim(f"ws00000000{i}", n) for i, n in enumerate(("bare", "labelled", "other-value"))
+    ]
 
     result = run(gpu_target(3), nodes=nodes, claims=claims)
 
@@ -339,7 +341,9 @@ def test_claim_problem_reads_launched_then_registered_then_initialized_across_cl
 def test_claim_problem_prefers_a_real_error_over_awaiting_reconciliation() -> None:
     waiting = claim(
         "ws00000000a",
-        conditions=[lifecycle("Launched", "Unknown", "AwaitingReconciliation", "object is awaiting")],
+        conditions=[
+            lifecycle("Launched", "Unknown", "AwaitingReconciliation", "object is awaiting")
+        ],
     )
     broken = claim(
         "ws00000000b",
@@ -360,9 +364,7 @@ def test_claim_problem_is_none_when_every_lifecycle_condition_is_true() -> None:
 
 def test_claim_problem_truncates_the_message_to_256_characters() -> None:
     long = "x" * 300
-    broken = claim(
-        "ws00000000a", conditions=[lifecycle("Launched", "False", "LaunchFailed", long)]
-    )
+    broken = claim("ws00000000a", conditions=[lifecycle("Launched", "False", "LaunchFailed", long)])
 
     reason, message = claim_problem([broken]) or ("", "")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from azure.core.exceptions import (
@@ -12,6 +12,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.polling.base_polling import OperationFailed
+from azure.core.rest import HttpRequest
 from azure.core.utils import CaseInsensitiveDict
 
 from services.provisioner.azure import QuotaCheck, QuotaUsage, azure_error
@@ -19,8 +20,9 @@ from services.provisioner.cloud import CloudError
 from shared.errors import KaitenError, PermanentError, TransientError
 
 QUOTA_MESSAGE = (
-    "Operation could not be completed as it results in exceeding approved standardNCADSA100v4Family "
-    "Cores quota. Additional details - Deployment Model: Resource Manager, Location: eastus, "
+    "Operation could not be completed as it results in exceeding approved "
+    "standardNCADSA100v4Family Cores quota. Additional details - Deployment Model: Resource "
+    "Manager, Location: eastus, "
     "Current Limit: 0, Current Usage: 0, Additional Required: 24, (Minimum) New Limit Required: "
     "24. Submit a request for Quota increase at https://aka.ms/ProdportalCRP/#blade/Microsoft_"
     "Azure_Capacity/UsageAndQuota.ReactView/Parameters/ by specifying parameters listed in the "
@@ -45,6 +47,12 @@ class FakeResponse:
         self.reason: str | None = REASONS.get(status_code, "Internal Server Error")
         self.headers: CaseInsensitiveDict = CaseInsensitiveDict(
             {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        )
+        self.request = HttpRequest(
+            "PUT",
+            "https://management.azure.com/subscriptions/0000/resourceGroups/rg/providers/"
+            "Microsoft.ContainerService/managedClusters/kaito/agentPools/ws0123abcde"
+            "?api-version=2025-05-01",
         )
         self._body = (body if isinstance(body, str) else json.dumps(body)).encode()
 
@@ -74,9 +82,14 @@ def failed_operation(code: str, message: str) -> HttpResponseError:
         "error": {"code": code, "message": message},
     }
     try:
-        raise OperationFailed("Operation failed or canceled")
+        _operation_failed()
     except OperationFailed as err:
         return HttpResponseError(response=FakeResponse(200, status), error=err)
+
+
+def _operation_failed() -> NoReturn:
+    """What azure-core's polling raises when the operation's status is Failed."""
+    raise OperationFailed("Operation failed or canceled")
 
 
 def sort(error: Exception) -> KaitenError:

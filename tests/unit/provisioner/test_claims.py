@@ -140,7 +140,11 @@ def test_the_os_sku_comes_from_the_image_family_annotation(
 
 @pytest.mark.parametrize(
     ("label", "annotation", "sku"),
-    [("azurelinux", None, "Ubuntu"), ("azurelinux", "ubuntu", "Ubuntu"), ("ubuntu", "azurelinux", "AzureLinux")],
+    [
+        ("azurelinux", None, "Ubuntu"),
+        ("azurelinux", "ubuntu", "Ubuntu"),
+        ("ubuntu", "azurelinux", "AzureLinux"),
+    ],
 )
 def test_a_label_with_the_image_family_key_is_ignored(
     label: str, annotation: str | None, sku: str
@@ -305,7 +309,10 @@ def test_a_ready_gpu_node_makes_the_claim_registered_initialized_and_ready() -> 
     joined = joined_node()
 
     status = claim_status(
-        claim("ws0123abcde"), Launch("True", "Launched", image_id="AKSUbuntu-2204gen2-2026.04.1"), joined, NOW
+        claim("ws0123abcde"),
+        Launch("True", "Launched", image_id="AKSUbuntu-2204gen2-2026.04.1"),
+        joined,
+        NOW,
     )
 
     conds = conditions_of(status)

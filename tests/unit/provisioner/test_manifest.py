@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.provisioner.nodes import assess, nodeclaim_manifest
-from tests.unit.provisioner.objects import A100, REF, V100, target
+from tests.unit.provisioner.objects import A100, REF, V100, ImageFamily, target
 
 AZURE_REQUIREMENTS = [
     {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["kaito"]},
@@ -37,7 +37,11 @@ def test_azure_nodeclaim_has_every_field_kaito_sets() -> None:
     assert spec["taints"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
     assert spec["requirements"] == AZURE_REQUIREMENTS
     assert spec["resources"] == {"requests": {"storage": "150Gi"}}
-    assert spec["nodeClassRef"] == {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
+    assert spec["nodeClassRef"] == {
+        "group": "kaito.sh",
+        "kind": "KaitoNodeClass",
+        "name": "default",
+    }
 
 
 def test_aws_nodeclaim_uses_ec2nodeclass_and_asks_for_gpus() -> None:
@@ -59,7 +63,7 @@ def test_aws_nodeclaim_uses_ec2nodeclass_and_asks_for_gpus() -> None:
 
 
 @pytest.mark.parametrize("family", ["ubuntu", "azurelinux"])
-def test_the_node_image_family_is_annotated(family: str) -> None:
+def test_the_node_image_family_is_annotated(family: ImageFamily) -> None:
     manifest = nodeclaim_manifest(target(image_family=family), "ws0123abcde", "azure")
 
     assert manifest["metadata"]["annotations"]["kaito.sh/node-image-family"] == family

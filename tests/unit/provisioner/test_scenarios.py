@@ -60,7 +60,9 @@ def test_scenario_12_an_unavailable_instance_type_is_terminal_and_surfaced() -> 
     tgt = target(instance_type=V100, node_count=1, gpu=NVIDIA_V100)
     nodeclaim: Obj = {**assess(tgt, [], [], (), provision=True, cloud="azure").create[0]}
     message = "creating instance, all requested instance types were unavailable during launch"
-    nodeclaim["status"] = claim_status(nodeclaim, Launch("False", "LaunchFailed", message), None, NOW)
+    nodeclaim["status"] = claim_status(
+        nodeclaim, Launch("False", "LaunchFailed", message), None, NOW
+    )
 
     result = assess(tgt, [], [nodeclaim], (), provision=True, cloud="azure")
 

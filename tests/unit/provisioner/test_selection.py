@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,10 +40,10 @@ def test_order_is_preferred_then_workers_then_provisioned_then_name() -> None:
         "zeta-user",
     ]
 
-    for seed in range(5):  # the order does not depend on the order the API lists nodes in
-        shuffled = list(nodes)
-        random.Random(seed).shuffle(shuffled)
-        assert chosen(shuffled, tgt, previous=("worker-b", "worker-a")) == expected
+    orderings = [nodes, nodes[::-1], sorted(nodes, key=lambda n: n["metadata"]["name"])]
+    orderings.append(nodes[3:] + nodes[:3])
+    for listed in orderings:  # the order does not depend on the order the API lists nodes in
+        assert chosen(listed, tgt, previous=("worker-b", "worker-a")) == expected
 
 
 def test_a_previous_worker_beats_a_provisioned_node_and_a_preferred_beats_both() -> None:
@@ -80,7 +79,9 @@ PHI = {"apps": "phi"}
         (node("n", instance_type=None, labels=PHI), "no instance-type label"),
     ],
 )
-def test_a_node_that_does_not_qualify_is_never_selected(candidate: dict[str, Any], why: str) -> None:
+def test_a_node_that_does_not_qualify_is_never_selected(
+    candidate: dict[str, Any], why: str
+) -> None:
     tgt = target(node_count=1, labels=PHI)
 
     assert not matches(candidate, tgt), why
