@@ -80,7 +80,7 @@ def is_kaito_owned(claim: Mapping[str, Any]) -> bool:
 def pool_spec(claim: Mapping[str, Any]) -> PoolSpec:
     """The agent pool for ``claim`` (reference 6.2). Raises ``InvalidNodeClaim``."""
     name = name_of(claim)
-    if not POOL_NAME.match(name):
+    if not POOL_NAME.fullmatch(name):
         raise InvalidNodeClaimError(
             f"agentpool name({name}) is invalid, it must match ^[a-z][a-z0-9]{{0,11}}$: "
             "1-12 lowercase letters or digits, starting with a letter"

@@ -246,9 +246,10 @@ def claim_problem(claims: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None
             cond = condition_of(claim, ctype)
             if cond is None or cond.get("status") == "True":
                 continue
-            found = (str(cond.get("reason") or "NodeClaimNotReady"), str(cond.get("message", "")))
-            if found[0] != BENIGN_REASON:
-                return found[0], found[1][:MAX_REASON_MESSAGE]
+            reason = str(cond.get("reason") or "NodeClaimNotReady")
+            found = (reason, str(cond.get("message", ""))[:MAX_REASON_MESSAGE])
+            if reason != BENIGN_REASON:
+                return found
             benign = benign or found
     return benign
 
@@ -339,9 +340,8 @@ def _nodeclaim_condition(
     problem = claim_problem(live)
     reason, message = problem or ("NodeClaimNotReady", "")
     detail = f"{ready} of {needed} nodeClaims are ready"
-    return _cond(
-        "NodeClaimReady", "False", reason, f"{message} ({detail})" if message else detail, gen
-    )
+    text = f"{message} ({detail})" if message else detail
+    return _cond("NodeClaimReady", "False", reason, text[:MAX_REASON_MESSAGE], gen)
 
 
 def _nodes_condition(target: Target, chosen: Sequence[Mapping[str, Any]], gen: int) -> Condition:
