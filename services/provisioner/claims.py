@@ -255,36 +255,19 @@ def set_condition(
 ) -> list[Manifest]:
     """``conditions`` with ``ctype`` set; its transition time moves only when status changes."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    result: list[Manifest] = []
-    done = False
-    for cond in conditions:
-        if cond.get("type") != ctype:
-            result.append(dict(cond))
-            continue
-        same = cond.get("status") == status
-        result.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": cond.get("lastTransitionTime") if same else stamp,
-            }
-        )
-        done = True
-    if not done:
-        result.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": stamp,
-            }
-        )
-    return result
+    old = next((c for c in conditions if c.get("type") == ctype), None)
+    if old is not None and old.get("status") == status:
+        stamp = str(old.get("lastTransitionTime") or stamp)
+    new: Manifest = {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": stamp,
+    }
+    result = [new if c is old else dict(c) for c in conditions]
+    return result if old is not None else [*result, new]
 
 
 def launched(claim: Mapping[str, Any]) -> Status | None:
