@@ -209,7 +209,9 @@ async def follow(
             await on_change("SYNCED", {})
             delay = 0.2
             while True:
-                async with watch.Watch().stream(
+                # Plain dicts: the generated models would refuse objects a real cluster can
+                # serve (a Node without nodeInfo.architecture), and cost time for nothing.
+                async with watch.Watch(return_type="object").stream(
                     list_call,
                     *args,
                     resource_version=version,

@@ -119,6 +119,7 @@ class ClusterApi:
                 name,
                 {"metadata": {"labels": dict(labels)}},
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+                _preload_content=False,  # a dict is all we need; the models refuse some nodes
             )
         except ApiException as e:
             raise api_error(e, f"label node {name}") from e
@@ -140,13 +141,17 @@ class ClusterApi:
                 response: Any = await self.core.read_node(name, _preload_content=False)
                 current = await response.json()
             current["status"] = manifest.get("status") or {}
-            await self.core.replace_node_status(name, current)  # type: ignore[arg-type]
+            await self.core.replace_node_status(
+                name,
+                current,  # type: ignore[arg-type]
+                _preload_content=False,
+            )
         except ApiException as e:
             raise api_error(e, f"register node {name}") from e
 
     async def delete_node(self, name: str) -> None:
         try:
-            await self.core.delete_node(name)
+            await self.core.delete_node(name, _preload_content=False)
         except ApiException as e:
             error = api_error(e, f"delete node {name}")
             if not isinstance(error, NotFoundError):

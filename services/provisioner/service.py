@@ -194,6 +194,8 @@ class Provisioner:
                 await self.reconcile(stored.target.ref.uid)
             except KaitenError as e:  # the next change or resync tries again
                 log.warning("resources.failed", workspace=stored.target.ref.key, error=str(e))
+            except Exception:  # a bug for one workspace must not stop the others
+                log.exception("resources.error", workspace=stored.target.ref.key)
 
     async def _publish(
         self, ref: WorkspaceRef, data: list[EventData], cause: Envelope[Any] | None
@@ -344,7 +346,7 @@ class ClaimController:
             if latest is not None and latest["metadata"].get("resourceVersion") != version:
                 self._consider(latest)
 
-        task = asyncio.get_running_loop().create_task(work, name=f"nodeclaim-{name}")
+        task = asyncio.get_running_loop().create_task(_logged(work, name), name=f"nodeclaim-{name}")
         self._busy[name] = task
         task.add_done_callback(done)
 
@@ -488,6 +490,16 @@ class ClaimController:
         if status == claim.get("status"):
             return claim
         return await self.cluster.patch_claim(name_of(claim), {"status": status}, status=True)
+
+
+async def _logged(work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run one NodeClaim's work; a failure is logged, and the next change tries again."""
+    try:
+        await work
+    except KaitenError as e:
+        log.warning("nodeclaim.failed", name=name, error=str(e))
+    except Exception:
+        log.exception("nodeclaim.error", name=name)
 
 
 def _ready(claim: Manifest) -> bool:

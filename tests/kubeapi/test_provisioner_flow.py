@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localdev.kubeapi.cluster import DevCluster
+from localdev.kubeapi.simulate import Simulator
 from services.planner.app import build_service as build_planner
 from services.provisioner.app import build_service as build_provisioner
 from services.watcher.app import build_service as build_watcher
@@ -35,7 +38,8 @@ async def start_services(
     await kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=10s")
     await forget_other_tests(settings)
     monkeypatch.setenv("KAITEN_WEBHOOK_ENABLED", "false")
-    monkeypatch.setenv("KAITEN_PROVISIONER_BACKEND", "simulated")
+    if os.environ.get("KAITEN_PROVISIONER_BACKEND") != "byo":
+        monkeypatch.setenv("KAITEN_PROVISIONER_BACKEND", "simulated")
     monkeypatch.setenv("KAITEN_PROVISIONER_SIMULATED_DELAY_S", "0.2")
     configured = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
     stop = asyncio.Event()
@@ -54,6 +58,15 @@ async def start_services(
 async def services(
     kubectl: Kubectl, kubeconfig: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[None]:
+    async for _ in start_services(kubectl, kubeconfig, settings, monkeypatch):
+        yield
+
+
+@pytest.fixture
+async def bring_your_own(
+    kubectl: Kubectl, kubeconfig: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    monkeypatch.setenv("KAITEN_PROVISIONER_BACKEND", "byo")
     async for _ in start_services(kubectl, kubeconfig, settings, monkeypatch):
         yield
 
@@ -100,10 +113,11 @@ async def test_a_seed_gets_a_simulated_gpu_node_and_resource_ready(kubectl: Kube
 
     async def resource_ready() -> dict[str, Any] | None:
         found = conditions(await get_json(kubectl, "workspace", "workspace-phi-3-mini"))
-        ready = found.get("ResourceReady")
-        return found if ready and ready["status"] == "True" else None
+        wanted = ("NodeClaimReady", "NodesReady", "ResourceReady")
+        all_true = all(found.get(t, {}).get("status") == "True" for t in wanted)
+        return found if all_true else None
 
-    found = await eventually(resource_ready, timeout=20, what="ResourceReady=True")
+    found = await eventually(resource_ready, timeout=20, what="the resource conditions True")
     assert found["NodeClaimReady"]["reason"] == "NodeClaimsReady"
     assert found["NodesReady"]["status"] == "True"
 
@@ -128,7 +142,8 @@ async def test_a_quota_failure_shows_azures_words_on_the_workspace(kubectl: Kube
     async def failed() -> dict[str, Any] | None:
         found = conditions(await get_json(kubectl, "workspace", "workspace-phi-3-mini"))
         ready = found.get("ResourceReady")
-        return found if ready and ready["reason"] == "QuotaExceeded" else None
+        failed = ready and ready["reason"] == "QuotaExceeded" and "WorkspaceSucceeded" in found
+        return found if failed else None
 
     found = await eventually(failed, timeout=30, what="ResourceReady=False/QuotaExceeded")
     assert found["ResourceReady"]["status"] == "False"
@@ -136,3 +151,32 @@ async def test_a_quota_failure_shows_azures_words_on_the_workspace(kubectl: Kube
     assert found["WorkspaceSucceeded"]["reason"] == "workspaceFailed"
     _, out, _ = await kubectl("get", "workspace", "workspace-phi-3-mini")
     assert "workspace-phi-3-mini" in out
+
+
+@pytest.mark.usefixtures("bring_your_own")
+async def test_bring_your_own_waits_for_a_matching_node_and_never_provisions(
+    kubectl: Kubectl, cluster: DevCluster
+) -> None:
+    await kubectl("apply", "-f", str(SEED))
+
+    async def waiting() -> dict[str, Any] | None:
+        found = conditions(await get_json(kubectl, "workspace", "workspace-phi-3-mini"))
+        nodes_ready = found.get("NodesReady")
+        return found if nodes_ready and nodes_ready["reason"] == "NodeNotReady" else None
+
+    found = await eventually(waiting, timeout=30, what="NodesReady=False/NodeNotReady")
+    assert "0 of 1 Ready nodes of instance type Standard_NC6s_v3" in found["NodesReady"]["message"]
+    assert "apps=phi-3" in found["NodesReady"]["message"]
+    assert "NodeClaimReady" not in found
+
+    # The user's node joins: a V100 labelled as the seed's selector asks.
+    labels = {"apps": "phi-3", "node.kubernetes.io/instance-type": "Standard_NC6s_v3"}
+    simulator = Simulator(cluster.api)
+    await simulator.add_node("my-gpu-node", labels=labels, gpus=1)
+
+    async def worker_nodes() -> list[str] | None:
+        ws = await get_json(kubectl, "workspace", "workspace-phi-3-mini")
+        return (ws.get("status") or {}).get("workerNodes")
+
+    assert await eventually(worker_nodes, timeout=20, what="workerNodes") == ["my-gpu-node"]
+    assert (await get_json(kubectl, "nodeclaims"))["items"] == []
