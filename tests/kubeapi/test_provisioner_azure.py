@@ -435,3 +435,13 @@ async def test_an_orphan_pool_is_collected(env: Env) -> None:
     assert collected == ["wsorphan1234"]
     assert "wsorphan1234" not in env.arm.pools
     assert "userpool" in env.arm.pools
+
+
+async def test_deleting_a_pool_already_deleting_or_gone_is_a_quiet_success(env: Env) -> None:
+    controller: ClaimController = env.provisioners[0].claim_controller  # type: ignore[attr-defined]
+    env.arm.add_pool("wsdeleting01", {"count": 1, "vmSize": SKU}, state="Deleting")
+    await controller.cloud.delete("wsdeleting01")
+    await controller.cloud.delete("wsnever00001")
+    deletes = [r for r in env.arm.requests if r.method == "DELETE"]
+    assert deletes == []  # a pool already Deleting is left to finish; a missing one is gone
+    assert "wsdeleting01" in env.arm.pools
