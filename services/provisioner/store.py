@@ -92,13 +92,6 @@ class ProvisionerStore:
             ).all()
         return [_stored(r) for r in rows]
 
-    async def get(self, uid: str) -> Stored | None:
-        async with self.db.sessions() as session:
-            row = (
-                await session.execute(sa.select(targets).where(targets.c.workspace_uid == uid))
-            ).first()
-        return None if row is None else _stored(row)
-
     @asynccontextmanager
     async def locked(self, uid: str) -> AsyncIterator[Locked]:
         async with self.db.sessions.begin() as session:
@@ -127,10 +120,6 @@ class ProvisionerStore:
         )
         async with self.db.sessions.begin() as session:
             await session.execute(stmt)
-
-    async def forget(self, uid: str) -> None:
-        async with self.db.sessions.begin() as session:
-            await session.execute(sa.delete(targets).where(targets.c.workspace_uid == uid))
 
 
 def _target_json(target: Target) -> dict[str, Any]:

@@ -115,6 +115,7 @@ class Env:
     arm: FakeArm
     kube: aclient.ApiClient
     provisioners: list[Provisioner]
+    controllers: list[ClaimController]
     publisher: Bus
 
     async def plan_ready(self, ref: WorkspaceRef, **plan: Any) -> Envelope[Any]:
@@ -171,7 +172,7 @@ def new_ref() -> WorkspaceRef:
 
 async def start_replica(
     stack: AsyncExitStack, settings: Settings, kube: aclient.ApiClient, arm: FakeArm
-) -> Provisioner:
+) -> tuple[Provisioner, ClaimController]:
     """One provisioner replica: the workspace side and the gpu-provisioner side, watching."""
     db = Database(settings.database_url)
     stack.push_async_callback(db.close)
@@ -198,8 +199,7 @@ async def start_replica(
     for work in (provisioner.run(), claims.run()):
         task = asyncio.create_task(work)
         stack.push_async_callback(_cancel, task)
-    provisioner.claim_controller = claims  # type: ignore[attr-defined]
-    return provisioner
+    return provisioner, claims
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -231,7 +231,9 @@ async def env(
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         replicas = [await start_replica(stack, settings, kube, arm) for _ in range(2)]
-        yield Env(settings, cluster, arm, kube, replicas, publisher)
+        provisioners = [p for p, _ in replicas]
+        controllers = [c for _, c in replicas]
+        yield Env(settings, cluster, arm, kube, provisioners, controllers, publisher)
 
 
 async def test_a_plan_on_a_fresh_cluster_gets_one_nodeclaim_one_pool_and_ready_resources(
@@ -430,7 +432,7 @@ async def test_an_orphan_pool_is_collected(env: Env) -> None:
         },
     )
     env.arm.add_pool("userpool", {"count": 3, "vmSize": "Standard_D4s_v5", "nodeLabels": {}})
-    controller: ClaimController = env.provisioners[0].claim_controller  # type: ignore[attr-defined]
+    controller = env.controllers[0]
     collected = await controller.collect()
     assert collected == ["wsorphan1234"]
     assert "wsorphan1234" not in env.arm.pools
@@ -438,7 +440,7 @@ async def test_an_orphan_pool_is_collected(env: Env) -> None:
 
 
 async def test_deleting_a_pool_already_deleting_or_gone_is_a_quiet_success(env: Env) -> None:
-    controller: ClaimController = env.provisioners[0].claim_controller  # type: ignore[attr-defined]
+    controller = env.controllers[0]
     env.arm.add_pool("wsdeleting01", {"count": 1, "vmSize": SKU}, state="Deleting")
     await controller.cloud.delete("wsdeleting01")
     await controller.cloud.delete("wsnever00001")

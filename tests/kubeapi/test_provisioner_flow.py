@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,17 +29,28 @@ CRDS = ROOT / "deploy" / "crds"
 SEED = ROOT / "tests" / "fixtures" / "seeds" / "inference-phi-3-mini.yaml"
 
 
-async def start_services(
-    kubectl: Kubectl, kubeconfig: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+async def services(
+    request: pytest.FixtureRequest,
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[None]:
+    """Watcher, planner and provisioner (simulated backend unless the test's parameter, a dict
+    of environment variables, says otherwise), as `kaiten run` starts them."""
     for crd in ("kaito.sh_workspaces.yaml", "karpenter.sh_nodeclaims.yaml"):
         await kubectl("apply", "-f", str(CRDS / crd))
     await kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=10s")
     await forget_other_tests(settings)
-    monkeypatch.setenv("KAITEN_WEBHOOK_ENABLED", "false")
-    if os.environ.get("KAITEN_PROVISIONER_BACKEND") != "byo":
-        monkeypatch.setenv("KAITEN_PROVISIONER_BACKEND", "simulated")
-    monkeypatch.setenv("KAITEN_PROVISIONER_SIMULATED_DELAY_S", "0.2")
+    env = {
+        "KAITEN_WEBHOOK_ENABLED": "false",
+        "KAITEN_PROVISIONER_BACKEND": "simulated",
+        "KAITEN_PROVISIONER_SIMULATED_DELAY_S": "0.2",
+        **getattr(request, "param", {}),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     configured = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
     stop = asyncio.Event()
     tasks = [
@@ -54,30 +64,8 @@ async def start_services(
             await asyncio.wait_for(task, timeout=30)
 
 
-@pytest.fixture
-async def services(
-    kubectl: Kubectl, kubeconfig: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[None]:
-    async for _ in start_services(kubectl, kubeconfig, settings, monkeypatch):
-        yield
-
-
-@pytest.fixture
-async def bring_your_own(
-    kubectl: Kubectl, kubeconfig: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[None]:
-    monkeypatch.setenv("KAITEN_PROVISIONER_BACKEND", "byo")
-    async for _ in start_services(kubectl, kubeconfig, settings, monkeypatch):
-        yield
-
-
-@pytest.fixture
-async def quota_exhausted(
-    kubectl: Kubectl, kubeconfig: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[None]:
-    monkeypatch.setenv("KAITEN_PROVISIONER_SIMULATED_FAILURES", "Standard_NC6s_v3=QuotaExceeded")
-    async for _ in start_services(kubectl, kubeconfig, settings, monkeypatch):
-        yield
+QUOTA_EXHAUSTED = {"KAITEN_PROVISIONER_SIMULATED_FAILURES": "Standard_NC6s_v3=QuotaExceeded"}
+BRING_YOUR_OWN = {"KAITEN_PROVISIONER_BACKEND": "byo"}
 
 
 async def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:
@@ -135,7 +123,8 @@ async def test_a_seed_gets_a_simulated_gpu_node_and_resource_ready(kubectl: Kube
     await eventually(all_gone, timeout=20, what="the NodeClaim and its node removed")
 
 
-@pytest.mark.usefixtures("quota_exhausted")
+@pytest.mark.parametrize("services", [QUOTA_EXHAUSTED], indirect=True)
+@pytest.mark.usefixtures("services")
 async def test_a_quota_failure_shows_azures_words_on_the_workspace(kubectl: Kubectl) -> None:
     await kubectl("apply", "-f", str(SEED))
 
@@ -153,7 +142,8 @@ async def test_a_quota_failure_shows_azures_words_on_the_workspace(kubectl: Kube
     assert "workspace-phi-3-mini" in out
 
 
-@pytest.mark.usefixtures("bring_your_own")
+@pytest.mark.parametrize("services", [BRING_YOUR_OWN], indirect=True)
+@pytest.mark.usefixtures("services")
 async def test_bring_your_own_waits_for_a_matching_node_and_never_provisions(
     kubectl: Kubectl, cluster: DevCluster
 ) -> None:
