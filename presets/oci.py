@@ -663,9 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         credentials = None
-        if args.docker_config is not None:
-            registry = parse_reference(args.target)[0]
-            credentials = credentials_from_docker_config(args.docker_config, registry)
+        registry = parse_reference(args.target)[0]
+        for config in args.docker_config:  # the first file with an entry for the registry
+            credentials = credentials_from_docker_config(config, registry)
+            if credentials is not None:
+                break
         connection: dict[str, Any] = {
             "credentials": credentials,
             "insecure": args.insecure,
@@ -722,8 +724,11 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--docker-config",
             type=Path,
+            action="append",
+            default=[],
             metavar="FILE",
-            help="Docker config JSON holding the registry's credentials",
+            help="Docker config JSON holding the registry's credentials (repeatable: the first "
+            "with an entry for the registry is used)",
         )
         command.add_argument("--insecure", action="store_true", help="plain http")
         command.add_argument(

@@ -149,7 +149,20 @@ class Plan(_Part):
     ports: tuple[Port, ...] = ()
     probes: Probes | None = None
     readiness_timeout_s: int = Field(ge=1)
-    inference_config: str | None = Field(default=None, description="ConfigMap name.")
+    inference_config: str | None = Field(
+        default=None,
+        description="The user's ConfigMap (key inference_config.yaml); None: the default template.",
+    )
+    load_balancer: bool = Field(
+        default=False, description="kaito.sh/enablelb: True: the Service is a LoadBalancer."
+    )
+    template: dict[str, Any] | None = Field(
+        default=None, description="inference.template: the user's PodTemplateSpec, as written."
+    )
+    revision: int | None = Field(
+        default=None,
+        description="workspace.kaito.io/revision of the generation planned; set on workloads.",
+    )
     adapters: tuple[AdapterPlan, ...] = ()
     tuning: TuningPlan | None = None
     price: Price | None = None

@@ -27,6 +27,15 @@ VLLM_SERVE: tuple[str, ...] = ("vllm", "serve")
 # The values vLLM's --max-lora-rank accepts (1 is allowed too, but 8 is the smallest useful one).
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 ADAPTER_CONFIG = "adapter_config.json"
+# Kaito's default inference-params-template (reference 4.4); the deployer mounts it when a
+# Workspace names no ConfigMap of its own.
+DEFAULT_INFERENCE_CONFIG = """\
+# Kaiten's default inference_config.yaml. Name a ConfigMap of your own in inference.config
+# (key inference_config.yaml) to change it: every vllm entry becomes a vLLM engine argument.
+max_probe_steps: 6
+vllm:
+  cpu-offload-gb: 0
+"""
 EXIT_UNAVAILABLE = 3
 EXIT_BAD_CONFIG = 2
 

@@ -16,6 +16,16 @@ from typing import Any
 from presets.catalog import Catalog, GpuSku, ModelPreset
 from presets.catalog.prices import PriceTable
 from presets.inference.vllm_launcher import read_config
+from presets.layout import (
+    ADAPTERS_DIR,
+    CONFIG_DIR,
+    DATA_DIR,
+    HTTP_PORT,
+    INFERENCE_CONFIG_KEY,
+    TFS_WEIGHTS,
+    TRAINING_CONFIG_KEY,
+    VLLM_WEIGHTS,
+)
 from presets.selection import select_runtime, vllm_supports
 from presets.tuning.config import (
     ConfigError,
@@ -25,6 +35,7 @@ from presets.tuning.config import (
     parse_config,
 )
 from shared.events import FieldProblem
+from shared.labels import ENABLE_LB_ANNOTATION, IMAGE_FAMILY_ANNOTATION, REVISION_ANNOTATION
 from shared.plan import (
     AdapterPlan,
     GpuInfo,
@@ -41,7 +52,6 @@ from shared.plan import (
 )
 from shared.workspace.models import InferenceSpec, TuningSpec, Workspace
 from shared.workspace.validation import (
-    IMAGE_FAMILY_ANNOTATION,
     RESERVED_LABELS,
     ValidationContext,
     parse_workspace,
@@ -49,14 +59,6 @@ from shared.workspace.validation import (
 )
 
 GIB = 1024**3
-HTTP_PORT = 5000
-INFERENCE_CONFIG_KEY = "inference_config.yaml"
-TRAINING_CONFIG_KEY = "training_config.yaml"
-CONFIG_DIR = "/mnt/config"
-ADAPTERS_DIR = "/mnt/adapter"
-DATA_DIR = "/mnt/data"
-VLLM_WEIGHTS = "/workspace/vllm/weights"
-TFS_WEIGHTS = "/workspace/tfs/weights"
 
 # Kaito's estimator (reference 2.9).
 DEFAULT_CONTEXT = 2048
@@ -151,7 +153,7 @@ def plan_workspace(
     except _Rejected as rejected:
         return rejected.rejection
     if plan is not None:
-        return plan.model_copy(update={"nodes": node_selection(ws)})
+        return plan.model_copy(update={"nodes": node_selection(ws), "revision": _revision(ws)})
     message = "Either Inference or Tuning must be specified, not neither"
     return Rejection("InvalidWorkspace", message, (FieldProblem(field="", message=message),))
 
@@ -257,6 +259,7 @@ def _plan_inference(
         probes=probes_for(preset.readiness_timeout_s),
         readiness_timeout_s=preset.readiness_timeout_s,
         inference_config=inference.config,
+        load_balancer=_load_balancer(ws),
         adapters=adapters,
         price=_price(options, sku, sizing.nodes),
         notes=tuple(notes),
@@ -468,6 +471,8 @@ def _template_plan(ws: Workspace, count: int, options: PlanOptions) -> Plan:
         disk_gib=1024,  # Kaito requests 1024Gi when the preset is unknown (reference 2.3)
         image=None,
         readiness_timeout_s=600,
+        load_balancer=_load_balancer(ws),
+        template=dict(ws.inference.template or {}) if ws.inference else None,
         price=_price(options, sku, count),
         notes=("a template workload runs as written; the planner sizes nothing",),
     )
@@ -539,10 +544,8 @@ def inference_command(plan: Plan, preset: ModelPreset) -> tuple[str, ...]:
             ("--reasoning-parser", preset.reasoning_parser),
             ("--enable-lora", bool(plan.adapters)),
             ("--kaito-adapters-dir", ADAPTERS_DIR),
-            (
-                "--kaito-config-file",
-                f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}" if plan.inference_config else None,
-            ),
+            # The deployer always mounts a config: the user's, or the default template.
+            ("--kaito-config-file", f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}"),
         ]
     else:
         program = ["python3", "-m", "presets.inference.server"]
@@ -695,6 +698,15 @@ def node_selection(ws: Workspace) -> NodeSelection:
         preferred_nodes=tuple((resource.preferred_nodes or []) if resource else []),
         node_image_family="azurelinux" if family == "azurelinux" else "ubuntu",
     )
+
+
+def _load_balancer(ws: Workspace) -> bool:
+    return _annotations(ws).get(ENABLE_LB_ANNOTATION) == "True"
+
+
+def _revision(ws: Workspace) -> int | None:
+    value = _annotations(ws).get(REVISION_ANNOTATION, "")
+    return int(value) if value.isdigit() else None
 
 
 def _annotations(ws: Workspace) -> dict[str, str]:

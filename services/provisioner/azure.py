@@ -28,8 +28,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.provisioner.claims import RAGENGINE_LABEL, PoolSpec, created_from_labels
 from services.provisioner.cloud import CloudError, Instance
-from services.provisioner.nodes import NODEPOOL_LABEL, WORKSPACE_LABEL
+from services.provisioner.nodes import NODEPOOL_LABEL
 from shared.errors import ConfigError, KaitenError, TransientError
+from shared.labels import WORKSPACE_LABEL
 
 # Codes that say "later", whatever the HTTP status of the response that carried them.
 TRANSIENT_CODES = frozenset(

@@ -12,12 +12,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from services.provisioner.nodes import (
-    IMAGE_FAMILY_ANNOTATION,
     INSTANCE_TYPE_LABEL,
     MACHINE_TYPE_LABEL,
     NODEPOOL,
     NODEPOOL_LABEL,
-    WORKSPACE_LABEL,
     Manifest,
     condition_of,
     gpu_capacity,
@@ -26,6 +24,7 @@ from services.provisioner.nodes import (
     node_ready,
 )
 from shared.errors import PermanentError
+from shared.labels import IMAGE_FAMILY_ANNOTATION, WORKSPACE_LABEL
 
 TERMINATION_FINALIZER = "karpenter.sh/termination"
 RAGENGINE_LABEL = "kaito.sh/ragengine"

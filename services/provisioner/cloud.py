@@ -17,12 +17,12 @@ from services.provisioner.nodes import (
     GPU_RESOURCE,
     INSTANCE_TYPE_LABEL,
     OS_LABEL,
-    WORKSPACE_LABEL,
     Manifest,
     labels_of,
     name_of,
 )
 from shared.errors import PermanentError
+from shared.labels import WORKSPACE_LABEL
 
 SIMULATED_PROVIDER = "kaiten-simulated://"
 

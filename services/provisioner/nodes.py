@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shared.events import Condition, WorkspaceRef
+from shared.labels import IMAGE_FAMILY_ANNOTATION, WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from shared.plan import NodeSelection, Plan
 
 Manifest = dict[str, Any]
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 NODEPOOL_LABEL = "karpenter.sh/nodepool"
 NODEPOOL = "kaito"
 MACHINE_TYPE_LABEL = "kaito.sh/machine-type"
@@ -30,7 +29,6 @@ ACCELERATOR_LABEL = "accelerator"
 ACCELERATOR = "nvidia"
 GPU_RESOURCE = "nvidia.com/gpu"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
-IMAGE_FAMILY_ANNOTATION = "kaito.sh/node-image-family"
 GPU_TAINT: Manifest = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
 NODECLAIM_API_VERSION = "karpenter.sh/v1"
 # The Karpenter lifecycle conditions Kaito reads, in the order it reads them.

@@ -41,8 +41,6 @@ from services.provisioner.kubeapi import ClusterApi
 from services.provisioner.nodes import (
     ACCELERATOR,
     ACCELERATOR_LABEL,
-    WORKSPACE_LABEL,
-    WORKSPACE_NAMESPACE_LABEL,
     Assessment,
     Cloud,
     Failed,
@@ -72,6 +70,7 @@ from shared.events import (
     WorkspaceRef,
     new_event,
 )
+from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 
 log = structlog.get_logger(__name__)
 

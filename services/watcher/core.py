@@ -13,13 +13,11 @@ from typing import Any
 
 from shared.errors import PermanentError
 from shared.events import Condition, WorkspaceRef
+from shared.labels import HASH_ANNOTATION, REVISION_ANNOTATION, REVISION_NAME_LABEL
 
 Obj = dict[str, Any]
 
 FINALIZER = "workspace.finalizer.kaito.sh"
-HASH_ANNOTATION = "workspace.kaito.io/hash"
-REVISION_ANNOTATION = "workspace.kaito.io/revision"
-REVISION_NAME_LABEL = "workspace.kaito.io/name"
 MAX_REVISIONS = 10
 
 WORKSPACE_API_VERSION = "kaito.sh/v1beta1"

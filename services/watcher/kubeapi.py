@@ -18,9 +18,8 @@ from shared.kube import (
     json_patch_custom_object,
     merge_patch_custom_object,
 )
+from shared.labels import REVISION_NAME_LABEL
 from shared.workspace.models import GROUP, PLURAL, STORAGE_VERSION
-
-REVISION_LABEL = "workspace.kaito.io/name"
 
 
 class GoneError(Exception):
@@ -103,7 +102,7 @@ class WorkspaceApi:
     async def revisions(self, namespace: str, workspace: str) -> list[Manifest]:
         try:
             listing = await self.apps.list_namespaced_controller_revision(
-                namespace, label_selector=f"{REVISION_LABEL}={workspace}"
+                namespace, label_selector=f"{REVISION_NAME_LABEL}={workspace}"
             )
         except ApiException as e:
             raise api_error(e, f"list revisions of {namespace}/{workspace}") from e

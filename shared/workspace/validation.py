@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from presets.catalog import Catalog, GpuSku, ModelPreset
 from presets.selection import RUNTIME_ANNOTATION, select_runtime, vllm_supports
 from shared.events import FieldProblem
+from shared.labels import IMAGE_FAMILY_ANNOTATION
 from shared.workspace.models import (
     AdapterSpec,
     DataDestination,
@@ -30,7 +31,6 @@ from shared.workspace.models import (
 )
 
 BYPASS_ANNOTATION = "kaito.sh/bypass-resource-checks"
-IMAGE_FAMILY_ANNOTATION = "kaito.sh/node-image-family"
 PERFORMANCE_ANNOTATION = "kaito.sh/performance-mode"
 LOCAL_WEIGHTS_ANNOTATION = "kaito.sh/use-local-weights"
 MAX_ADAPTERS = 10

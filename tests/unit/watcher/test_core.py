@@ -16,10 +16,7 @@ from localdev.kubeapi.errors import ApiError
 from localdev.kubeapi.patches import json_patch
 from services.watcher.core import (
     FINALIZER,
-    HASH_ANNOTATION,
     MAX_REVISIONS,
-    REVISION_ANNOTATION,
-    REVISION_NAME_LABEL,
     Obj,
     RevisionConflictError,
     RevisionPlan,
@@ -38,6 +35,7 @@ from services.watcher.core import (
     workspace_state,
 )
 from shared.events import Condition, WorkspaceRef
+from shared.labels import HASH_ANNOTATION, REVISION_ANNOTATION, REVISION_NAME_LABEL
 
 NOW = "2026-11-21T12:00:00Z"
 EARLIER = "2026-11-20T08:00:00Z"

@@ -1,0 +1,14 @@
+"""Where the runtime images expect things (Kaito's layout, reference 2.5 and 5.4): the planner
+writes these paths into command lines, the deployer and tuner mount volumes there."""
+
+HTTP_PORT = 5000
+TORCH_PORT = 29500  # torchrun's rendezvous port; Kaito's Services expose it (seeds: 29500/TCP)
+RAY_PORT = 6379
+CONFIG_DIR = "/mnt/config"
+INFERENCE_CONFIG_KEY = "inference_config.yaml"
+TRAINING_CONFIG_KEY = "training_config.yaml"
+ADAPTERS_DIR = "/mnt/adapter"
+DATA_DIR = "/mnt/data"
+RESULTS_DIR = "/mnt/results"
+VLLM_WEIGHTS = "/workspace/vllm/weights"
+TFS_WEIGHTS = "/workspace/tfs/weights"
