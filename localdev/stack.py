@@ -31,9 +31,9 @@ DATABASE = "kaiten"
 
 # What `up` cannot start yet, and the issue that brings it. Shrinks as the stack grows.
 NOT_YET = (
-    "event handlers of deployer #10 and tuner #11 (Workspaces are announced, planned and "
-    "given simulated GPU nodes: `kubectl get workspace,nodeclaims,nodes` shows them; nothing "
-    "deploys yet)",
+    "event handlers of tuner #11 (inference Workspaces are deployed on simulated GPU nodes and "
+    "become Ready: `kubectl get workspace,deploy,svc,pods` shows them; tuning Workspaces get "
+    "their node and wait)",
 )
 
 

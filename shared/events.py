@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
@@ -210,6 +211,14 @@ class TuningFailed(EventData):
     job: str
     reason: str
     message: str
+
+
+def outcome_key(events: Sequence[EventData]) -> str:
+    """A digest of what a service is about to publish: equal keys, nothing new to say."""
+    content = json.dumps(
+        [[type(e).__name__, e.model_dump(mode="json")] for e in events], sort_keys=True
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
 
 
 EVENT_MODELS: dict[EventType, type[EventData]] = {

@@ -59,6 +59,7 @@ _SUBDOMAIN_MESSAGE = (
     r"for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
 )
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+SERVICE_KEY = ("", "services")
 # Warnings for the current request (sent back as HTTP Warning headers).
 WARNINGS: ContextVar[list[str]] = ContextVar("warnings")
 
@@ -166,6 +167,8 @@ class Api:
         for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(key, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=self.clock(), generation=1)
+        if rt.key == SERVICE_KEY:
+            self._allocate_cluster_ip(obj)
         if rt.status_subresource:
             obj.pop("status", None)
         obj = self._validated(rt, version, obj, None, field_validation)
@@ -179,6 +182,16 @@ class Api:
         if rt.key == CRD_TYPE.key:
             self._register_crd(stored)
         return self._as_version(rt, version, stored)
+
+    def _allocate_cluster_ip(self, obj: Obj) -> None:
+        spec = obj.setdefault("spec", {})
+        if spec.get("type") == "ExternalName" or spec.get("clusterIP"):
+            return
+        used = {(s.get("spec") or {}).get("clusterIP") for s in self.store.list(SERVICE_KEY)}
+        ip = "10.96.0.1"
+        while ip in used:  # the service CIDR 10.96.0.0/16, as kubeadm's default
+            ip = f"10.96.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+        spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
 
     def _check_body(self, rt: ResourceType, version: str, ns: str | None, body: Any) -> Obj:
         if not isinstance(body, dict):
@@ -313,6 +326,10 @@ class Api:
         if expected and expected != old["metadata"]["resourceVersion"]:
             raise conflict(rt, name)
         new = self._merge_update(rt, old, obj, subresource)
+        if rt.key == SERVICE_KEY:  # a Service keeps its IP when an update leaves it out
+            for key in ("clusterIP", "clusterIPs"):
+                if key in (old.get("spec") or {}) and not (new.get("spec") or {}).get(key):
+                    new.setdefault("spec", {})[key] = old["spec"][key]
         return await self._write(
             rt,
             version,

@@ -38,7 +38,12 @@ FAILURE_MODES = (
     "Unschedulable",
     "Evicted",
     "Error",
+    "Unready",
 )
+PRESSURE = {
+    "MemoryPressure": ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+    "DiskPressure": ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+}
 GPU = "nvidia.com/gpu"
 WORKLOADS = {("apps", "deployments"), ("apps", "statefulsets"), ("batch", "jobs")}
 POD_KEY = ("", "pods")
@@ -130,6 +135,20 @@ class Simulator:
         if pod is None:
             raise ApiError(404, "NotFound", f'pods "{name}" not found')
         await self._apply_failure(pod, mode)
+
+    async def set_node_pressure(self, name: str, kind: str) -> Obj:
+        """Report ``MemoryPressure`` or ``DiskPressure`` on a node, as its kubelet would."""
+        if kind not in PRESSURE:
+            raise ValueError(f"unknown pressure {kind!r}; choose one of {tuple(PRESSURE)}")
+        rt = self._rt(NODE_KEY)
+        node = self.api.store.get(NODE_KEY, "", name)
+        if node is None:
+            raise ApiError(404, "NotFound", f'nodes "{name}" not found')
+        reason, message = PRESSURE[kind]
+        status = node.setdefault("status", {})
+        others = [c for c in status.get("conditions") or [] if c.get("type") != kind]
+        status["conditions"] = [*others, _condition(kind, "True", reason, message)]
+        return await self.api.update(rt, "v1", None, name, node, subresource="status")
 
     # --- HTTP controls (``/_kaiten/nodes``, ``/_kaiten/pods``) for out-of-process users -------
 
@@ -561,7 +580,17 @@ def _failure_status(
     for c in containers:
         name, image = c["name"], c.get("image", "")
         entry: Obj = {"name": name, "image": image, "ready": False, "restartCount": 0}
-        if mode == "ImagePullBackOff":
+        if mode == "Unready":  # running, but its readiness probe fails
+            entry["started"] = True
+            entry["state"] = {"running": {"startedAt": now}}
+            events.append(
+                (
+                    "Warning",
+                    "Unhealthy",
+                    "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                )
+            )
+        elif mode == "ImagePullBackOff":
             phase = "Pending"
             entry["state"] = {
                 "waiting": {

@@ -1,8 +1,11 @@
 """The Table format (``Accept: application/json;as=Table;g=meta.k8s.io;v=v1``) that kubectl asks
-for: a custom resource's ``additionalPrinterColumns``, else Name and Age."""
+for: a custom resource's ``additionalPrinterColumns``; for Services, Deployments, StatefulSets and
+Pods the columns kube-apiserver prints (``kubectl get svc`` shows ``PORT(S)`` as ``80/TCP``);
+else Name and Age."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +30,95 @@ _AGE = {
 }
 
 
+Cell = Callable[[Obj], Any]
+
+
+def _ports(obj: Obj) -> str:
+    ports = [
+        f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}"
+        f"/{p.get('protocol', 'TCP')}"
+        for p in (obj.get("spec") or {}).get("ports") or []
+    ]
+    return ",".join(ports) or "<none>"
+
+
+def _external_ip(obj: Obj) -> str:
+    if (obj.get("spec") or {}).get("type") != "LoadBalancer":
+        return "<none>"
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return ",".join(i.get("ip") or i.get("hostname", "") for i in ingress) or "<pending>"
+
+
+def _ready_replicas(obj: Obj) -> str:
+    status = obj.get("status") or {}
+    return f"{status.get('readyReplicas', 0)}/{(obj.get('spec') or {}).get('replicas', 1)}"
+
+
+def _pod_ready(obj: Obj) -> str:
+    statuses = (obj.get("status") or {}).get("containerStatuses") or []
+    total = len((obj.get("spec") or {}).get("containers") or [])
+    return f"{sum(1 for c in statuses if c.get('ready'))}/{total}"
+
+
+def _pod_status(obj: Obj) -> str:
+    """What kubectl's STATUS column shows: a waiting or terminated reason, else the phase."""
+    status = obj.get("status") or {}
+    if obj["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    for c in status.get("containerStatuses") or []:
+        state = c.get("state") or {}
+        reason = (state.get("waiting") or {}).get("reason") or (state.get("terminated") or {}).get(
+            "reason"
+        )
+        if reason:
+            return str(reason)
+    return str(status.get("reason") or status.get("phase") or "Pending")
+
+
+def _restarts(obj: Obj) -> int:
+    return sum(
+        int(c.get("restartCount") or 0)
+        for c in (obj.get("status") or {}).get("containerStatuses") or []
+    )
+
+
+_BUILTIN: dict[tuple[str, str], list[tuple[str, str, Cell]]] = {
+    ("", "services"): [
+        ("Type", "string", lambda o: (o.get("spec") or {}).get("type", "ClusterIP")),
+        ("Cluster-IP", "string", lambda o: (o.get("spec") or {}).get("clusterIP") or "<none>"),
+        ("External-IP", "string", _external_ip),
+        ("Port(s)", "string", _ports),
+    ],
+    ("apps", "deployments"): [
+        ("Ready", "string", _ready_replicas),
+        ("Up-to-date", "integer", lambda o: (o.get("status") or {}).get("updatedReplicas", 0)),
+        ("Available", "integer", lambda o: (o.get("status") or {}).get("availableReplicas", 0)),
+    ],
+    ("apps", "statefulsets"): [("Ready", "string", _ready_replicas)],
+    ("", "pods"): [
+        ("Ready", "string", _pod_ready),
+        ("Status", "string", _pod_status),
+        ("Restarts", "integer", _restarts),
+    ],
+}
+
+
 def wants_table(accept: str) -> bool:
     return "as=Table" in accept
 
 
 def columns_for(rt: ResourceType, version: str) -> list[Obj]:
     custom = rt.printer_columns.get(version) or []
+    builtin = _BUILTIN.get(rt.key)
+    if builtin is not None:
+        return [
+            _NAME,
+            *(
+                {"name": n, "type": t, "format": "", "description": "", "priority": 0}
+                for n, t, _ in builtin
+            ),
+            _AGE,
+        ]
     if not custom:
         return [_NAME, _AGE]
     return [_NAME] + [
@@ -54,14 +140,22 @@ def to_table(rt: ResourceType, version: str, items: list[Obj], resource_version:
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
         "columnDefinitions": columns_for(rt, version),
-        "rows": [_row(obj, custom, datetime.now(UTC)) for obj in items],
+        "rows": [_row(obj, rt, custom, datetime.now(UTC)) for obj in items],
     }
 
 
-def _row(obj: Obj, custom: list[Obj], now: datetime) -> Obj:
-    columns = custom or [{"jsonPath": ".metadata.creationTimestamp", "type": "date"}]
+def _row(obj: Obj, rt: ResourceType, custom: list[Obj], now: datetime) -> Obj:
+    age = {"jsonPath": ".metadata.creationTimestamp", "type": "date"}
     cells: list[Any] = [obj["metadata"]["name"]]
-    cells += [printer_value(c["jsonPath"], obj, c.get("type", "string"), now=now) for c in columns]
+    builtin = _BUILTIN.get(rt.key)
+    if builtin is not None:
+        cells += [cell(obj) for _, _, cell in builtin]
+        cells.append(printer_value(age["jsonPath"], obj, age["type"], now=now))
+    else:
+        columns = custom or [age]
+        cells += [
+            printer_value(c["jsonPath"], obj, c.get("type", "string"), now=now) for c in columns
+        ]
     return {
         "cells": cells,
         "object": {

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,6 +67,7 @@ from shared.events import (
     WorkspaceDeleting,
     WorkspaceRef,
     new_event,
+    outcome_key,
 )
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 
@@ -142,7 +141,7 @@ class Provisioner:
                 created = await self.cluster.create_claim(manifest)
                 log.info("nodeclaim.create", name=manifest["metadata"]["name"], created=created)
             events = _outcome_events(target, assessment)
-            key = _key(events)
+            key = outcome_key(events)
             if key == stored.published_key:
                 return
             await self._publish(target.ref, events, cause)
@@ -262,13 +261,6 @@ def _outcome_events(target: Target, assessment: Assessment) -> list[EventData]:
         events.append(ConditionReported(condition=failed))
         events.append(ResourcesFailed(reason=outcome.reason, message=outcome.message))
     return events
-
-
-def _key(events: list[EventData]) -> str:
-    content = json.dumps(
-        [[type(e).__name__, e.model_dump(mode="json")] for e in events], sort_keys=True
-    )
-    return hashlib.sha256(content.encode()).hexdigest()
 
 
 # --- the gpu-provisioner role ----------------------------------------------------------------

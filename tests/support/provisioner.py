@@ -1,20 +1,23 @@
-"""Helpers for tests that run the provisioner."""
+"""Helpers for tests that run the provisioner or the deployer."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from services.provisioner.tables import targets
+from services.deployer.tables import targets as deployer_targets
+from services.provisioner.tables import targets as provisioner_targets
 from shared.db import Database
 from shared.settings import Settings
 
 
 async def forget_other_tests(settings: Settings) -> None:
     """The database lives for the test session but each test has a cluster of its own: the
-    workspaces earlier tests left in the provisioner's state must not be assessed here."""
+    workspaces earlier tests left in the provisioner's and deployer's state must not be assessed
+    here."""
     db = Database(settings.database_url)
     try:
         async with db.sessions.begin() as session:
-            await session.execute(sa.delete(targets))
+            for table in (provisioner_targets, deployer_targets):
+                await session.execute(sa.delete(table))
     finally:
         await db.close()

@@ -1,0 +1,149 @@
+"""The deployer's calls to the Kubernetes API: ConfigMaps, Services, Deployments, StatefulSets
+(read, create, merge patch, delete) and the pods and workloads it watches. Objects travel as plain
+dicts (``_preload_content=False``); errors come out as Kaiten's (``shared.kube.api_error``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from shared.kube import MERGE_PATCH, Manifest, NotFoundError, api_error, follow
+
+OnChange = Callable[[str, Manifest], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    group: str  # "core" or "apps": which generated API serves it
+    suffix: str  # the generated methods' name: read_<suffix>, create_<suffix>, ...
+
+
+KINDS = {
+    "ConfigMap": Kind("core", "namespaced_config_map"),
+    "Service": Kind("core", "namespaced_service"),
+    "Deployment": Kind("apps", "namespaced_deployment"),
+    "StatefulSet": Kind("apps", "namespaced_stateful_set"),
+    "Pod": Kind("core", "namespaced_pod"),
+}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+
+async def _json(response: Any) -> Manifest:
+    body: Manifest = json.loads(await response.read())
+    return body
+
+
+class ClusterApi:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.apis: dict[str, Any] = {"core": client.CoreV1Api(api), "apps": client.AppsV1Api(api)}
+
+    def _method(self, verb: str, kind: str) -> Any:
+        spec = KINDS[kind]
+        return getattr(self.apis[spec.group], f"{verb}_{spec.suffix}")
+
+    async def read(self, kind: str, namespace: str, name: str) -> Manifest | None:
+        try:
+            found = await _json(
+                await self._method("read", kind)(name, namespace, _preload_content=False)
+            )
+        except ApiException as e:
+            error = api_error(e, f"read {kind.lower()} {namespace}/{name}")
+            if isinstance(error, NotFoundError):
+                return None
+            raise error from e
+        found.setdefault("kind", kind)
+        return found
+
+    async def create(self, obj: Manifest) -> Manifest:
+        meta = obj["metadata"]
+        try:
+            response = await self._method("create", obj["kind"])(
+                meta["namespace"], obj, _preload_content=False
+            )
+        except ApiException as e:
+            raise api_error(e, f"create {_describe(obj)}") from e
+        return await _json(response)
+
+    async def patch(self, obj: Manifest, patch: Mapping[str, Any]) -> Manifest:
+        """Merge patch: maps merge, lists are replaced, fields nobody names are kept."""
+        meta = obj["metadata"]
+        try:
+            response = await self._method("patch", obj["kind"])(
+                meta["name"],
+                meta["namespace"],
+                dict(patch),
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as e:
+            raise api_error(e, f"patch {_describe(obj)}") from e
+        return await _json(response)
+
+    async def replace(self, obj: Manifest) -> Manifest:
+        """PUT: conditional on ``metadata.resourceVersion`` when the body carries one."""
+        meta = obj["metadata"]
+        try:
+            response = await self._method("replace", obj["kind"])(
+                meta["name"], meta["namespace"], obj, _preload_content=False
+            )
+        except ApiException as e:
+            raise api_error(e, f"replace {_describe(obj)}") from e
+        return await _json(response)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete with background propagation; False when it was already gone."""
+        try:
+            await self._method("delete", kind)(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
+        except ApiException as e:
+            error = api_error(e, f"delete {kind.lower()} {namespace}/{name}")
+            if isinstance(error, NotFoundError):
+                return False
+            raise error from e
+        return True
+
+    async def list(self, kind: str, namespace: str, label_selector: str) -> list[Manifest]:
+        try:
+            body = await _json(
+                await self._method("list", kind)(
+                    namespace, label_selector=label_selector, _preload_content=False
+                )
+            )
+        except ApiException as e:
+            raise api_error(e, f"list {kind.lower()}s in {namespace}") from e
+        return list(body.get("items") or [])
+
+    async def nodes(self, names: set[str]) -> dict[str, Manifest]:
+        """The named nodes that exist, by name (a missing node is left out)."""
+        found: dict[str, Manifest] = {}
+        for name in sorted(names):
+            try:
+                node = await _json(await self.apis["core"].read_node(name, _preload_content=False))
+            except ApiException as e:
+                error = api_error(e, f"read node {name}")
+                if isinstance(error, NotFoundError):
+                    continue
+                raise error from e
+            found[name] = node
+        return found
+
+    async def follow(self, kind: str, label_selector: str, on_change: OnChange) -> None:
+        """Watch ``kind`` in every namespace until cancelled."""
+        spec = KINDS[kind]
+        call = getattr(self.apis[spec.group], f"list_{_all_namespaces(spec.suffix)}")
+        await follow(call, on_change=on_change, label_selector=label_selector)
+
+
+def _all_namespaces(suffix: str) -> str:
+    return suffix.removeprefix("namespaced_") + "_for_all_namespaces"
+
+
+def _describe(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{str(obj.get('kind', '')).lower()} {meta.get('namespace')}/{meta.get('name')}"
