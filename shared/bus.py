@@ -196,9 +196,10 @@ class Bus:
                 return
         await js.update_stream(config)
 
-    async def publish(self, event: Envelope[Any]) -> bool:
+    async def publish(self, event: Envelope[Any], *, after: str | None = None) -> bool:
         """Publish ``event`` and wait for JetStream to store it. Returns False when JetStream
-        dropped it as a duplicate of one published inside the dedup window."""
+        dropped it as a duplicate of one published inside the dedup window. ``after``: see
+        ``Envelope.msg_id``."""
         ws = event.workspace
         subject = event_subject(self.settings.subject_prefix, event.type, ws.namespace, ws.name)
         attempts = self.settings.publish_attempts
@@ -207,7 +208,7 @@ class Bus:
                 ack = await self._broker.publish(
                     event.to_json(),
                     subject,
-                    headers={"Nats-Msg-Id": event.msg_id()},
+                    headers={"Nats-Msg-Id": event.msg_id(after)},
                     stream=self.settings.stream,
                     timeout=self.settings.publish_timeout_s,
                 )

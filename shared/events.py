@@ -260,12 +260,17 @@ class Envelope(BaseModel, Generic[DataT]):
     causation_id: uuid.UUID | None = None
     data: DataT
 
-    def msg_id(self) -> str:
+    def msg_id(self, after: str | None = None) -> str:
         """The ``Nats-Msg-Id``: type, workspace uid, generation and a hash of source and data,
-        so a re-publish of the same fact is dropped by JetStream inside its window."""
-        content = json.dumps(
-            [self.source, self.data.model_dump(mode="json")], sort_keys=True, separators=(",", ":")
-        )
+        so a re-publish of the same fact is dropped by JetStream inside its window.
+
+        ``after`` names what the sender said before (its previous outcome): a fact that comes
+        back (Ready, then CrashLoopBackOff, then Ready again) is a new message, not a duplicate of
+        the first Ready, while a re-publish of the same transition still is."""
+        parts: list[Any] = [self.source, self.data.model_dump(mode="json")]
+        if after is not None:
+            parts.append(after)
+        content = json.dumps(parts, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(content.encode()).hexdigest()[:24]
         ws = self.workspace
         return f"{self.type}:{ws.uid}:{ws.generation}:{digest}"

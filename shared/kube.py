@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTResponse
 
 from shared.errors import ConfigError, KaitenError, PermanentError, TransientError
 from shared.settings import Settings
@@ -185,6 +186,19 @@ def _retry_after(e: ApiException) -> float | None:
         return None
 
 
+async def call_raw(call: Any, *args: Any, **kwargs: Any) -> Manifest:
+    """Call a generated API method and return the body as a plain dict, skipping the generated
+    models (``_preload_content=False``: they refuse objects a real cluster can serve, and cost
+    time for nothing). The client does not check the status on that path, so this does: an
+    answer outside 2xx raises ``ApiException`` exactly as the preloaded path would."""
+    response = await call(*args, _preload_content=False, **kwargs)
+    data = await response.read()
+    if not 200 <= response.status <= 299:  # noqa: PLR2004
+        raise ApiException(http_resp=RESTResponse(response, data))  # type: ignore[arg-type]
+    body: Manifest = json.loads(data) if data else {}
+    return body
+
+
 async def follow(
     list_call: Any,
     *args: Any,
@@ -201,8 +215,7 @@ async def follow(
     extra = {"label_selector": label_selector} if label_selector else {}
     while True:
         try:
-            response = await list_call(*args, _preload_content=False, **extra)
-            body = json.loads(await response.read())
+            body = await call_raw(list_call, *args, **extra)
             version = str(body["metadata"]["resourceVersion"])
             for obj in body.get("items") or []:
                 await on_change("LISTED", obj)

@@ -480,7 +480,8 @@ class Simulator:
         await self._write_pod_status(pod)
 
     async def _apply_failure(self, pod: Obj, mode: str) -> None:
-        if mode == "Unschedulable":
+        if mode == "Unschedulable":  # stays Pending, as if no node could take it
+            self._failed.add(pod["metadata"]["uid"])
             pod["spec"].pop("nodeName", None)
             await self._schedule(pod, mode)
             return

@@ -50,10 +50,12 @@ def decide(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Action
 
 def covers(desired: Any, live: Any) -> bool:
     """Every field of ``desired`` has the same value in ``live`` (maps may hold more keys; lists
-    must have the same length, element by element)."""
+    must have the same length, element by element; an empty value matches an absent one, as the
+    API server drops empty lists and maps)."""
     if isinstance(desired, Mapping):
         return isinstance(live, Mapping) and all(
-            key in live and covers(value, live[key]) for key, value in desired.items()
+            covers(value, live[key]) if key in live else value in ({}, [], None)
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (

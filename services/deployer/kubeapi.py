@@ -1,10 +1,9 @@
 """The deployer's calls to the Kubernetes API: ConfigMaps, Services, Deployments, StatefulSets
 (read, create, merge patch, delete) and the pods and workloads it watches. Objects travel as plain
-dicts (``_preload_content=False``); errors come out as Kaiten's (``shared.kube.api_error``)."""
+dicts (``shared.kube.call_raw``); errors come out as Kaiten's (``shared.kube.api_error``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from shared.kube import MERGE_PATCH, Manifest, NotFoundError, api_error, follow
+from shared.kube import MERGE_PATCH, Manifest, NotFoundError, api_error, call_raw, follow
 
 OnChange = Callable[[str, Manifest], Awaitable[None]]
 
@@ -33,11 +32,6 @@ KINDS = {
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
-async def _json(response: Any) -> Manifest:
-    body: Manifest = json.loads(await response.read())
-    return body
-
-
 class ClusterApi:
     def __init__(self, api: client.ApiClient) -> None:
         self.apis: dict[str, Any] = {"core": client.CoreV1Api(api), "apps": client.AppsV1Api(api)}
@@ -48,9 +42,7 @@ class ClusterApi:
 
     async def read(self, kind: str, namespace: str, name: str) -> Manifest | None:
         try:
-            found = await _json(
-                await self._method("read", kind)(name, namespace, _preload_content=False)
-            )
+            found = await call_raw(self._method("read", kind), name, namespace)
         except ApiException as e:
             error = api_error(e, f"read {kind.lower()} {namespace}/{name}")
             if isinstance(error, NotFoundError):
@@ -62,44 +54,39 @@ class ClusterApi:
     async def create(self, obj: Manifest) -> Manifest:
         meta = obj["metadata"]
         try:
-            response = await self._method("create", obj["kind"])(
-                meta["namespace"], obj, _preload_content=False
-            )
+            return await call_raw(self._method("create", obj["kind"]), meta["namespace"], obj)
         except ApiException as e:
             raise api_error(e, f"create {_describe(obj)}") from e
-        return await _json(response)
 
     async def patch(self, obj: Manifest, patch: Mapping[str, Any]) -> Manifest:
         """Merge patch: maps merge, lists are replaced, fields nobody names are kept."""
         meta = obj["metadata"]
         try:
-            response = await self._method("patch", obj["kind"])(
+            return await call_raw(
+                self._method("patch", obj["kind"]),
                 meta["name"],
                 meta["namespace"],
                 dict(patch),
                 _content_type=MERGE_PATCH,
-                _preload_content=False,
             )
         except ApiException as e:
             raise api_error(e, f"patch {_describe(obj)}") from e
-        return await _json(response)
 
     async def replace(self, obj: Manifest) -> Manifest:
         """PUT: conditional on ``metadata.resourceVersion`` when the body carries one."""
         meta = obj["metadata"]
         try:
-            response = await self._method("replace", obj["kind"])(
-                meta["name"], meta["namespace"], obj, _preload_content=False
+            return await call_raw(
+                self._method("replace", obj["kind"]), meta["name"], meta["namespace"], obj
             )
         except ApiException as e:
             raise api_error(e, f"replace {_describe(obj)}") from e
-        return await _json(response)
 
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete with background propagation; False when it was already gone."""
         try:
-            await self._method("delete", kind)(
-                name, namespace, propagation_policy="Background", _preload_content=False
+            await call_raw(
+                self._method("delete", kind), name, namespace, propagation_policy="Background"
             )
         except ApiException as e:
             error = api_error(e, f"delete {kind.lower()} {namespace}/{name}")
@@ -110,10 +97,8 @@ class ClusterApi:
 
     async def list(self, kind: str, namespace: str, label_selector: str) -> list[Manifest]:
         try:
-            body = await _json(
-                await self._method("list", kind)(
-                    namespace, label_selector=label_selector, _preload_content=False
-                )
+            body = await call_raw(
+                self._method("list", kind), namespace, label_selector=label_selector
             )
         except ApiException as e:
             raise api_error(e, f"list {kind.lower()}s in {namespace}") from e
@@ -124,7 +109,7 @@ class ClusterApi:
         found: dict[str, Manifest] = {}
         for name in sorted(names):
             try:
-                node = await _json(await self.apis["core"].read_node(name, _preload_content=False))
+                node = await call_raw(self.apis["core"].read_node, name)
             except ApiException as e:
                 error = api_error(e, f"read node {name}")
                 if isinstance(error, NotFoundError):

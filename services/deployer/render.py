@@ -20,6 +20,8 @@ removed or re-weighted.
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -266,11 +268,13 @@ def preset_pod(target: Target) -> Manifest:
         "name": ref.name,
         "image": image,
         "command": _multi_node_command(ref, plan) if multi_node else list(plan.command),
-        "env": _env(plan, multi_node=multi_node),
         "ports": [{"name": p.name, "containerPort": p.port, "protocol": "TCP"} for p in plan.ports]
         + ([{"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}] if multi_node else []),
         "volumeMounts": mounts,
     }
+    env = _env(plan, multi_node=multi_node)
+    if env:  # the API server drops an empty list: rendering one would look like drift
+        container["env"] = env
     gpus = plan.gpus_per_node
     if gpus and plan.gpu is not None and plan.gpu.vendor == "nvidia":
         container["resources"] = {
@@ -389,7 +393,7 @@ def _adapters(adapters: Sequence[AdapterPlan], image: str) -> _Adapters:
                 command += ["--docker-config", f"{SECRETS_DIR}/{name}/config.json"]
             init.append(
                 {
-                    "name": f"puller-{adapter.name}",
+                    "name": pod_local_name("puller-", adapter.name),
                     "image": image,
                     "command": command,
                     "volumeMounts": [{"name": ADAPTERS_VOLUME, "mountPath": ADAPTERS_DIR}]
@@ -404,14 +408,30 @@ def _adapters(adapters: Sequence[AdapterPlan], image: str) -> _Adapters:
                 }
             )
         elif adapter.volume is not None:
-            volume = f"adapter-{adapter.name}"
+            volume = pod_local_name("adapter-source-", adapter.name)
             volumes.append({"name": volume, **adapter.volume})
             mounts.append({"name": volume, "mountPath": path, "readOnly": True})
     return _Adapters(init, mounts, volumes, secrets)
 
 
 def _secret_volume(secret: str) -> str:
-    return f"secret-{secret}"[:63].rstrip("-.")
+    return pod_local_name("secret-", secret)
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MAX_LABEL = 63
+
+
+def pod_local_name(prefix: str, name: str) -> str:
+    """A container or volume name (a DNS-1123 label) for ``prefix + name``: as is when valid,
+    otherwise cleaned and suffixed with a hash of ``name``, so that adapters named ``a.b`` and
+    ``a-b``, or two long secrets, never share one."""
+    raw = prefix + name
+    if _DNS_LABEL.fullmatch(raw) and len(raw) <= _MAX_LABEL:
+        return raw
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    clean = re.sub(r"[^a-z0-9-]+", "-", raw.lower())[: _MAX_LABEL - len(digest) - 1].strip("-")
+    return f"{clean}-{digest}"
 
 
 def _probe(probe: Probe, ref: WorkspaceRef, plan: Plan, *, multi_node: bool) -> Manifest:

@@ -136,7 +136,8 @@ class Deployer:
             key = outcome_key(events)
             if key == stored.published_key:
                 return
-            await self._publish(ref, events, cause)
+            # A change back to an earlier outcome must not be taken for a duplicate of it.
+            await self._publish(ref, events, cause, after=stored.published_key or "")
             await lock.record(key, self.clock())
             log.info("inference.assessed", workspace=ref.key, outcome=_summary(events))
 
@@ -170,22 +171,28 @@ class Deployer:
             await self.reconcile(uid)
 
     async def _publish(
-        self, ref: WorkspaceRef, data: Sequence[EventData], cause: Envelope[Any] | None
+        self,
+        ref: WorkspaceRef,
+        data: Sequence[EventData],
+        cause: Envelope[Any] | None,
+        after: str | None = None,
     ) -> None:
         now = self.clock()
         for item in data:
             await self.bus.publish(
-                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause)
+                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause),
+                after=after,
             )
 
     # --- watches and resync --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Re-assess a workspace whenever its workload or one of its pods changes, and every
-        workspace at each resync, until cancelled."""
+        """Re-assess a workspace whenever one of its objects or pods changes (so an object deleted
+        or edited by hand is restored at once), and every workspace at each resync, until
+        cancelled."""
         async with asyncio.TaskGroup() as group:
             managed = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-            for kind in WORKLOAD_KINDS:
+            for kind in (*WORKLOAD_KINDS, "Service", "ConfigMap"):
                 group.create_task(self.cluster.follow(kind, managed, self._changed))
             group.create_task(self.cluster.follow("Pod", WORKSPACE_LABEL, self._changed))
             group.create_task(self._resync())

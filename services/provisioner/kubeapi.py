@@ -16,6 +16,7 @@ from shared.kube import (
     Manifest,
     NotFoundError,
     api_error,
+    call_raw,
     follow,
 )
 
@@ -105,21 +106,18 @@ class ClusterApi:
 
     async def list_nodes(self, label_selector: str = "") -> list[Manifest]:
         try:
-            response: Any = await self.core.list_node(
-                label_selector=label_selector, _preload_content=False
-            )
-            body: Manifest = await response.json()
+            body = await call_raw(self.core.list_node, label_selector=label_selector)
         except ApiException as e:
             raise api_error(e, "list nodes") from e
         return list(body.get("items") or [])
 
     async def label_node(self, name: str, labels: Mapping[str, str]) -> None:
         try:
-            await self.core.patch_node(
+            await call_raw(
+                self.core.patch_node,
                 name,
                 {"metadata": {"labels": dict(labels)}},
-                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
-                _preload_content=False,  # a dict is all we need; the models refuse some nodes
+                _content_type=MERGE_PATCH,
             )
         except ApiException as e:
             raise api_error(e, f"label node {name}") from e
@@ -130,28 +128,19 @@ class ClusterApi:
         body = {k: v for k, v in manifest.items() if k != "status"}
         try:
             try:
-                created: Any = await self.core.create_node(
-                    body,  # type: ignore[arg-type]
-                    _preload_content=False,
-                )
-                current: Manifest = await created.json()
+                current = await call_raw(self.core.create_node, body)
             except ApiException as e:
                 if not isinstance(api_error(e, ""), AlreadyExistsError):
                     raise
-                response: Any = await self.core.read_node(name, _preload_content=False)
-                current = await response.json()
+                current = await call_raw(self.core.read_node, name)
             current["status"] = manifest.get("status") or {}
-            await self.core.replace_node_status(
-                name,
-                current,  # type: ignore[arg-type]
-                _preload_content=False,
-            )
+            await call_raw(self.core.replace_node_status, name, current)
         except ApiException as e:
             raise api_error(e, f"register node {name}") from e
 
     async def delete_node(self, name: str) -> None:
         try:
-            await self.core.delete_node(name, _preload_content=False)
+            await call_raw(self.core.delete_node, name)
         except ApiException as e:
             error = api_error(e, f"delete node {name}")
             if not isinstance(error, NotFoundError):

@@ -144,7 +144,8 @@ class Provisioner:
             key = outcome_key(events)
             if key == stored.published_key:
                 return
-            await self._publish(target.ref, events, cause)
+            # A change back to an earlier outcome must not be taken for a duplicate of it.
+            await self._publish(target.ref, events, cause, after=stored.published_key or "")
             workers = (
                 assessment.outcome.nodes
                 if isinstance(assessment.outcome, Ready)
@@ -196,12 +197,17 @@ class Provisioner:
                 log.exception("resources.error", workspace=stored.target.ref.key)
 
     async def _publish(
-        self, ref: WorkspaceRef, data: list[EventData], cause: Envelope[Any] | None
+        self,
+        ref: WorkspaceRef,
+        data: list[EventData],
+        cause: Envelope[Any] | None,
+        after: str | None = None,
     ) -> None:
         now = self.clock()
         for item in data:
             await self.bus.publish(
-                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause)
+                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause),
+                after=after,
             )
 
     # --- watches -------------------------------------------------------------------------

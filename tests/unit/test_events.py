@@ -122,6 +122,15 @@ def test_msg_id_is_the_same_for_the_same_fact_and_differs_for_another() -> None:
     assert len({a.msg_id(), other_nodes.msg_id(), next_gen.msg_id()}) == 3
 
 
+def test_a_fact_that_comes_back_after_another_is_not_a_duplicate() -> None:
+    """Ready, then failed, then Ready again: the second Ready follows another outcome, so its
+    message id differs from the first's; the same transition published twice keeps one id."""
+    ready = new_event(ResourcesReady(node_names=("n1",)), source="deployer", workspace=WS, now=NOW)
+    first, again = ready.msg_id(after="pending-key"), ready.msg_id(after="failed-key")
+    assert first != again
+    assert again == ready.msg_id(after="failed-key")
+
+
 def envelope_dict(**overrides: Any) -> dict[str, Any]:
     env = new_event(ResourcesReady(node_names=("n",)), source="provisioner", workspace=WS, now=NOW)
     body: dict[str, Any] = json.loads(env.to_json())
