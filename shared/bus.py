@@ -39,6 +39,7 @@ from shared.events import (
     Envelope,
     EventData,
     EventType,
+    WorkspaceRef,
     deadletter_subject,
     decode_event,
     event_subject,
@@ -222,6 +223,21 @@ class Bus:
         duplicate = bool(ack.duplicate)
         self._metrics.published.labels(self.service, event.type.value, str(duplicate)).inc()
         return not duplicate
+
+    async def report(
+        self,
+        workspace: WorkspaceRef,
+        items: Sequence[EventData],
+        *,
+        now: datetime,
+        cause: Envelope[Any] | None = None,
+        after: str | None = None,
+    ) -> None:
+        """Publish ``items`` in order about ``workspace``, caused by ``cause`` when given.
+        ``after``: what the sender said before (see ``Envelope.msg_id``)."""
+        for item in items:
+            event = new_event(item, source=self.service, workspace=workspace, now=now, cause=cause)
+            await self.publish(event, after=after)
 
     async def emit(self, data: EventData, *, cause: Envelope[Any]) -> bool:
         """Publish ``data`` as an event caused by ``cause`` (same workspace and correlation)."""

@@ -6,7 +6,10 @@ Each service owns one Postgres schema named after it and never reads another's t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -43,6 +46,21 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    @asynccontextmanager
+    async def locked_row(
+        self, table: sa.Table, workspace_uid: str
+    ) -> AsyncIterator[tuple[AsyncSession, sa.Row[Any] | None]]:
+        """One workspace's row of ``table`` held with ``SELECT ... FOR UPDATE`` in a transaction
+        until the block ends (None when there is none): replicas working on the same workspace
+        take turns."""
+        async with self.sessions.begin() as session:
+            row = (
+                await session.execute(
+                    sa.select(table).where(table.c.workspace_uid == workspace_uid).with_for_update()
+                )
+            ).first()
+            yield session, row
 
 
 def service_metadata(service: str) -> sa.MetaData:

@@ -45,7 +45,6 @@ from shared.events import (
     ResourcesReady,
     WorkspaceDeleting,
     WorkspaceRef,
-    new_event,
     outcome_key,
 )
 from shared.kube import Manifest
@@ -110,7 +109,9 @@ class Deployer:
                 continue  # gone, or a newer Workspace of the same name owns it
             if await self.cluster.delete(kind, ref.namespace, name):
                 deleted.append(f"{kind}/{name}")
-        await self._publish(ref, [CleanupDone(deleted=tuple(deleted))], event)
+        await self.bus.report(
+            ref, [CleanupDone(deleted=tuple(deleted))], now=self.clock(), cause=event
+        )
         log.info("inference.cleaned", workspace=ref.key, deleted=deleted)
 
     # --- the reconcile pass --------------------------------------------------------------
@@ -137,7 +138,9 @@ class Deployer:
             if key == stored.published_key:
                 return
             # A change back to an earlier outcome must not be taken for a duplicate of it.
-            await self._publish(ref, events, cause, after=stored.published_key or "")
+            await self.bus.report(
+                ref, events, now=self.clock(), cause=cause, after=stored.published_key or ""
+            )
             await lock.record(key, self.clock())
             log.info("inference.assessed", workspace=ref.key, outcome=_summary(events))
 
@@ -169,20 +172,6 @@ class Deployer:
         uid = await self.store.uid_for(*key)
         if uid is not None:
             await self.reconcile(uid)
-
-    async def _publish(
-        self,
-        ref: WorkspaceRef,
-        data: Sequence[EventData],
-        cause: Envelope[Any] | None,
-        after: str | None = None,
-    ) -> None:
-        now = self.clock()
-        for item in data:
-            await self.bus.publish(
-                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause),
-                after=after,
-            )
 
     # --- watches and resync --------------------------------------------------------------
 

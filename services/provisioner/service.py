@@ -66,7 +66,6 @@ from shared.events import (
     ResourcesReady,
     WorkspaceDeleting,
     WorkspaceRef,
-    new_event,
     outcome_key,
 )
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
@@ -124,7 +123,9 @@ class Provisioner:
         for claim in claims:
             if not is_deleting(claim) and await self.cluster.delete_claim(name_of(claim)):
                 deleted.append(f"NodeClaim/{name_of(claim)}")  # noqa: PERF401 -- awaits inside
-        await self._publish(ref, [CleanupDone(deleted=tuple(deleted))], event)
+        await self.bus.report(
+            ref, [CleanupDone(deleted=tuple(deleted))], now=self.clock(), cause=event
+        )
         log.info("resources.cleaned", workspace=ref.key, deleted=deleted)
 
     # --- assessment ----------------------------------------------------------------------
@@ -145,7 +146,9 @@ class Provisioner:
             if key == stored.published_key:
                 return
             # A change back to an earlier outcome must not be taken for a duplicate of it.
-            await self._publish(target.ref, events, cause, after=stored.published_key or "")
+            await self.bus.report(
+                target.ref, events, now=self.clock(), cause=cause, after=stored.published_key or ""
+            )
             workers = (
                 assessment.outcome.nodes
                 if isinstance(assessment.outcome, Ready)
@@ -195,20 +198,6 @@ class Provisioner:
                 log.warning("resources.failed", workspace=stored.target.ref.key, error=str(e))
             except Exception:  # a bug for one workspace must not stop the others
                 log.exception("resources.error", workspace=stored.target.ref.key)
-
-    async def _publish(
-        self,
-        ref: WorkspaceRef,
-        data: list[EventData],
-        cause: Envelope[Any] | None,
-        after: str | None = None,
-    ) -> None:
-        now = self.clock()
-        for item in data:
-            await self.bus.publish(
-                new_event(item, source=self.bus.service, workspace=ref, now=now, cause=cause),
-                after=after,
-            )
 
     # --- watches -------------------------------------------------------------------------
 

@@ -94,12 +94,7 @@ class ProvisionerStore:
 
     @asynccontextmanager
     async def locked(self, uid: str) -> AsyncIterator[Locked]:
-        async with self.db.sessions.begin() as session:
-            row = (
-                await session.execute(
-                    sa.select(targets).where(targets.c.workspace_uid == uid).with_for_update()
-                )
-            ).first()
+        async with self.db.locked_row(targets, uid) as (session, row):
             yield Locked(session, None if row is None else _stored(row))
 
     async def mark_deleting(self, ref: WorkspaceRef, now: datetime) -> None:
