@@ -1,0 +1,40 @@
+"""What the deployer's pure part costs per workspace and pass: render the objects of a plan,
+stamp them with their hash, and decide against the live objects (here: the stamped objects
+themselves, the common case of a pass that finds nothing to change). Every watch event and resync
+runs this for the workspace concerned. Prints figures; never fails.
+
+Usage: python -m bench.render_cost [--runs N]   (from the repository root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from services.deployer.apply import decide, stamp
+from services.deployer.render import render
+from tests.unit.deployer.cases import CASES, target_for
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=300)
+    runs = parser.parse_args().runs
+    print(f"render + stamp + decide, {runs} runs each (median, p95):")
+    for case in CASES:
+        times = []
+        target = target_for(case)  # planning is not part of the pass
+        for _ in range(runs):
+            started = time.perf_counter()
+            stamped = [stamp(o) for o in render(target).objects]
+            unchanged = all(decide(o, o) == "none" for o in stamped)
+            times.append((time.perf_counter() - started) * 1000)
+        p95 = statistics.quantiles(times, n=20)[-1]
+        median = statistics.median(times)
+        note = "" if unchanged else "  (a pass would rewrite: a bug)"
+        print(f"  {case.name:24} {len(stamped)} objects {median:6.2f} ms  {p95:6.2f} ms{note}")
+
+
+if __name__ == "__main__":
+    main()
