@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 EXIT_UNAVAILABLE = 3
+EXIT_BAD_INDEX = 2
 JOIN_POLL_S = 5.0
 
 
@@ -57,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_UNAVAILABLE
     index = os.environ.get(args.pod_index_env, "")
+    if not index.isdigit():
+        print(
+            f"error: ${args.pod_index_env} is {index!r}, not a pod index: the StatefulSet sets it "
+            "from the pod label apps.kubernetes.io/pod-index",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INDEX
     plan = role(index, args.leader, args.ray_port, args.serve)
     if not plan.leader:
         os.execvp(plan.start[0], list(plan.start))  # noqa: S606 -- argv, no shell

@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Literal
 
 Manifest = dict[str, Any]
@@ -67,10 +69,47 @@ def covers(desired: Any, live: Any) -> bool:
 
 
 def _same_quantity(desired: Any, live: Any) -> bool:
-    """``"1"`` and ``1`` are the same port or quantity once the server has normalised them."""
-    return (
-        isinstance(desired, str | int) and isinstance(live, str | int) and str(desired) == str(live)
-    )
+    """``"1"`` and ``1``, or ``"0.5"`` and ``"500m"`` (a CPU request in a user's template), are
+    the same value once the API server has written it in its canonical form."""
+    if not (isinstance(desired, str | int) and isinstance(live, str | int)):
+        return False
+    if str(desired) == str(live):
+        return True
+    a, b = _quantity(str(desired)), _quantity(str(live))
+    return a is not None and a == b
+
+
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([eE][+-]?[0-9]+)|([a-zA-Z]*))$"
+)
+_SUFFIXES = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+
+def _quantity(text: str) -> Decimal | None:
+    """A Kubernetes resource quantity's value, or None when ``text`` is not one."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        return None
+    number, exponent, suffix = match.groups()
+    if exponent:
+        return Decimal(number + exponent)
+    scale = _SUFFIXES.get(suffix or "")
+    return None if scale is None else Decimal(number) * scale
 
 
 def replacement(desired: Mapping[str, Any], live: Mapping[str, Any]) -> Manifest:

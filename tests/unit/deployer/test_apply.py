@@ -718,3 +718,30 @@ def test_a_replaced_object_is_then_up_to_date(make: Callable[[], Manifest]) -> N
     assert decide(desired, stale) == "replace"
     assert decide(desired, after) == "none"
     assert after["metadata"]["labels"]["team"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("desired", "live", "same"),
+    [
+        ("0.5", "500m", True),
+        ("1000m", "1", True),
+        ("1024Mi", "1Gi", True),
+        ("1e3", "1k", True),
+        ("2", "1", False),
+        ("1Gi", "1G", False),
+        ("phi-3", "phi-3", True),
+        ("abc", "abd", False),
+    ],
+    ids=[
+        "half-cpu",
+        "millis",
+        "binary",
+        "exponent",
+        "different",
+        "binary-vs-decimal",
+        "text",
+        "other-text",
+    ],
+)
+def test_quantities_the_server_rewrites_still_cover(desired: str, live: str, same: bool) -> None:
+    assert covers({"cpu": desired}, {"cpu": live}) is same

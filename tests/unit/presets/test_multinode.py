@@ -56,8 +56,8 @@ def test_role_copies_the_server_argv() -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        status = {"/health": 200, "/sick": 503}.get(self.path, 404)
-        body = b"ok" if status == 200 else b"unavailable"
+        status = {"/health": 200, "/sick": 503, "/empty": 204}.get(self.path, 404)
+        body = {200: b"ok", 204: b""}.get(status, b"unavailable")
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -98,6 +98,10 @@ def test_health_is_1_when_the_server_answers_an_error(
 ) -> None:
     assert main(["health", f"{server_url}{path}"]) == 1
     assert path in capsys.readouterr().err
+
+
+def test_health_is_1_when_the_server_answers_another_success(server_url: str) -> None:
+    assert main(["health", f"{server_url}/empty"]) == 1
 
 
 def test_health_is_1_when_the_connection_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,6 +184,7 @@ def test_run_on_a_worker_execs_the_join(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr("presets.inference.multinode.subprocess.run", _never)
     monkeypatch.setattr(multinode, "alive_nodes", _never)
     monkeypatch.setenv("WORKER_INDEX", "1")
+    monkeypatch.setenv("POD_INDEX", "0")  # not the variable named: this pod is a worker
 
     with pytest.raises(_Exec):
         main(
