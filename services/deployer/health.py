@@ -185,6 +185,14 @@ def _pod_name(pod: Mapping[str, Any]) -> str:
     return _str(_dig(pod, "metadata", "name"))
 
 
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """The pod's Ready condition is True."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in _maps(_dig(pod, "status", "conditions"))
+    )
+
+
 def _terminal(pod: Mapping[str, Any]) -> bool:
     return _dig(pod, "status", "phase") in {"Failed", "Succeeded"}
 
@@ -198,7 +206,7 @@ def _pod_view(pod: Mapping[str, Any], nodes: Mapping[str, Mapping[str, Any]]) ->
         phase=_str(status.get("phase")),
         reason=_str(status.get("reason")),
         message=_str(status.get("message")),
-        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
+        ready=pod_ready(pod),
         conditions=conditions,
         containers=(
             *(_container(s, "init container") for s in _maps(status.get("initContainerStatuses"))),

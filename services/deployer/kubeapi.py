@@ -1,5 +1,5 @@
 """The deployer's calls to the Kubernetes API: ConfigMaps, Services, Deployments, StatefulSets
-(read, create, merge patch, delete) and the pods and workloads it watches. Objects travel as plain
+(read, create, replace, delete) and the pods and workloads it watches. Objects travel as plain
 dicts (``shared.kube.call_raw``); errors come out as Kaiten's (``shared.kube.api_error``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from shared.kube import MERGE_PATCH, Manifest, NotFoundError, api_error, call_raw, follow
+from shared.kube import Manifest, NotFoundError, api_error, call_raw, follow
 
 OnChange = Callable[[str, Manifest], Awaitable[None]]
 
@@ -57,20 +57,6 @@ class ClusterApi:
             return await call_raw(self._method("create", obj["kind"]), meta["namespace"], obj)
         except ApiException as e:
             raise api_error(e, f"create {_describe(obj)}") from e
-
-    async def patch(self, obj: Manifest, patch: Mapping[str, Any]) -> Manifest:
-        """Merge patch: maps merge, lists are replaced, fields nobody names are kept."""
-        meta = obj["metadata"]
-        try:
-            return await call_raw(
-                self._method("patch", obj["kind"]),
-                meta["name"],
-                meta["namespace"],
-                dict(patch),
-                _content_type=MERGE_PATCH,
-            )
-        except ApiException as e:
-            raise api_error(e, f"patch {_describe(obj)}") from e
 
     async def replace(self, obj: Manifest) -> Manifest:
         """PUT: conditional on ``metadata.resourceVersion`` when the body carries one."""

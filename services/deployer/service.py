@@ -163,7 +163,7 @@ class Deployer:
         waiting = {
             str(p["spec"]["nodeName"])
             for p in pods
-            if (p.get("spec") or {}).get("nodeName") and not _pod_ready(p)
+            if (p.get("spec") or {}).get("nodeName") and not health.pod_ready(p)
         }
         nodes = await self.cluster.nodes(waiting) if waiting else {}
         return health.assess(live, pods, nodes)
@@ -287,13 +287,6 @@ def _summary(events: Sequence[EventData]) -> str:
 
 def _pod_selector(ref: WorkspaceRef) -> str:
     return f"{WORKSPACE_LABEL}={ref.name},{WORKSPACE_NAMESPACE_LABEL}={ref.namespace}"
-
-
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
-    )
 
 
 def _owned_by(obj: Mapping[str, Any], ref: WorkspaceRef) -> bool:
