@@ -12,8 +12,8 @@ import argparse
 import statistics
 import time
 
-from services.deployer.apply import decide, stamp
 from services.deployer.render import render
+from shared.apply import decide, stamp
 from tests.unit.deployer.cases import CASES, target_for
 
 

@@ -7,12 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from services.deployer.kubeapi import ClusterApi
+from services.deployer import tables
 from services.deployer.service import Deployer, DeployerOptions
-from services.deployer.store import DeployerStore
 from shared.bus import Subscription
+from shared.cluster import ClusterApi
 from shared.events import EventType
 from shared.runner import ServiceContext, ServiceSpec
+from shared.targets import TargetStore
 
 
 def build_service() -> ServiceSpec:
@@ -23,7 +24,7 @@ def build_service() -> ServiceSpec:
             if ctx.kube is None:
                 raise RuntimeError("the deployer needs a Kubernetes client")
             holder["deployer"] = Deployer(
-                DeployerStore(ctx.db),
+                TargetStore(ctx.db, tables.targets, tables.handled_generations),
                 ctx.bus,
                 ClusterApi(ctx.kube),
                 ctx.clock,

@@ -20,11 +20,8 @@ removed or re-weighted.
 from __future__ import annotations
 
 import copy
-import hashlib
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from presets.inference.vllm_launcher import DEFAULT_INFERENCE_CONFIG
 from presets.layout import (
@@ -38,29 +35,31 @@ from presets.layout import (
     VLLM_WEIGHTS,
 )
 from shared.events import WorkspaceRef
-from shared.labels import REVISION_ANNOTATION, WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from shared.labels import REVISION_ANNOTATION, WORKSPACE_LABEL
+from shared.manifests import (
+    SHM_DIR,
+    SHM_VOLUME,
+    TOLERATIONS,
+    Manifest,
+    docker_config_file,
+    docker_config_mount,
+    docker_config_volume,
+    gpu_resources,
+    model_access_env,
+    node_affinity,
+    object_metadata,
+    pod_local_name,
+    weights_downloader,
+    workspace_labels,
+)
 from shared.plan import AdapterPlan, Plan, Probe
-from shared.workspace.models import GROUP, STORAGE_VERSION
 
-Manifest = dict[str, Any]
-
-GPU_RESOURCE = "nvidia.com/gpu"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kaiten"}
 SERVICE_PORT = 80
-SHM_DIR = "/dev/shm"  # noqa: S108 -- a mount point in the pod, not a temporary file
-SECRETS_DIR = "/mnt/secrets"
-DOCKER_CONFIG_KEY = ".dockerconfigjson"
 WEIGHTS_VOLUME = "model-weights-volume"
 ADAPTERS_VOLUME = "adapter-volume"
 CONFIG_VOLUME = "config-volume"
-SHM_VOLUME = "dshm"
-TOLERATIONS: tuple[Manifest, ...] = (
-    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
-    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,32 +114,6 @@ def headless_name(ref: WorkspaceRef) -> str:
 # --- metadata --------------------------------------------------------------------------------
 
 
-def owner_reference(ref: WorkspaceRef) -> Manifest:
-    return {
-        "apiVersion": f"{GROUP}/{STORAGE_VERSION}",
-        "kind": "Workspace",
-        "name": ref.name,
-        "uid": ref.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def workspace_labels(ref: WorkspaceRef) -> dict[str, str]:
-    return {WORKSPACE_LABEL: ref.name, WORKSPACE_NAMESPACE_LABEL: ref.namespace}
-
-
-def _metadata(ref: WorkspaceRef, name: str, **extra: Any) -> Manifest:
-    meta: Manifest = {
-        "name": name,
-        "namespace": ref.namespace,
-        "labels": {**workspace_labels(ref), **MANAGED_BY},
-        "ownerReferences": [owner_reference(ref)],
-    }
-    meta.update(extra)
-    return meta
-
-
 def selector(ref: WorkspaceRef) -> dict[str, str]:
     return {WORKSPACE_LABEL: ref.name}
 
@@ -152,7 +125,7 @@ def default_config(ref: WorkspaceRef) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(ref, config_name(ref)),
+        "metadata": object_metadata(ref, config_name(ref)),
         "data": {INFERENCE_CONFIG_KEY: DEFAULT_INFERENCE_CONFIG},
     }
 
@@ -164,7 +137,7 @@ def service(ref: WorkspaceRef, plan: Plan, *, stateful: bool) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(ref, ref.name),
+        "metadata": object_metadata(ref, ref.name),
         "spec": {
             "type": "LoadBalancer" if plan.load_balancer else "ClusterIP",
             "selector": pods,
@@ -181,7 +154,7 @@ def headless_service(ref: WorkspaceRef) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(ref, headless_name(ref)),
+        "metadata": object_metadata(ref, headless_name(ref)),
         "spec": {
             "clusterIP": "None",
             "selector": selector(ref),
@@ -220,7 +193,7 @@ def workload(target: Target) -> Manifest:
     return {
         "apiVersion": "apps/v1",
         "kind": kind,
-        "metadata": _metadata(ref, ref.name, annotations=annotations),
+        "metadata": object_metadata(ref, ref.name, annotations=annotations),
         "spec": spec,
     }
 
@@ -244,21 +217,7 @@ def preset_pod(target: Target) -> Manifest:
     ]
     init: list[Manifest] = []
     if plan.weights_image is not None:
-        init.append(
-            {
-                "name": "model-weights-downloader",
-                "image": image,
-                "command": [
-                    "python3",
-                    "-m",
-                    "presets.oci",
-                    "pull",
-                    plan.weights_image,
-                    weights_dir,
-                ],
-                "volumeMounts": [{"name": WEIGHTS_VOLUME, "mountPath": weights_dir}],
-            }
-        )
+        init.append(weights_downloader(plan.weights_image, image, WEIGHTS_VOLUME, weights_dir))
     adapters = _adapters(plan.adapters, image)
     init += adapters.init_containers
     mounts += adapters.mounts
@@ -275,12 +234,9 @@ def preset_pod(target: Target) -> Manifest:
     env = _env(plan, multi_node=multi_node)
     if env:  # the API server drops an empty list: rendering one would look like drift
         container["env"] = env
-    gpus = plan.gpus_per_node
-    if gpus and plan.gpu is not None and plan.gpu.vendor == "nvidia":
-        container["resources"] = {
-            "requests": {GPU_RESOURCE: str(gpus)},
-            "limits": {GPU_RESOURCE: str(gpus)},
-        }
+    resources = gpu_resources(plan)
+    if resources is not None:
+        container["resources"] = resources
     if plan.probes is not None:
         probes = plan.probes
         container["startupProbe"] = _probe(probes.startup, ref, plan, multi_node=multi_node)
@@ -314,40 +270,9 @@ def template_pod(target: Target) -> Manifest:
     return pod
 
 
-def node_affinity(plan: Plan, nodes: Sequence[str]) -> Manifest:
-    """Required: the workspace's selector labels, and one of the nodes the provisioner chose."""
-    expressions = [
-        {"key": key, "operator": "In", "values": [value]}
-        for key, value in sorted(plan.nodes.label_selector.items())
-    ]
-    if nodes:
-        expressions.append({"key": HOSTNAME_LABEL, "operator": "In", "values": sorted(nodes)})
-    if not expressions:
-        return {}
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": expressions}]
-            }
-        }
-    }
-
-
 def _env(plan: Plan, *, multi_node: bool) -> list[Manifest]:
     env: list[Manifest] = [{"name": k, "value": v} for k, v in sorted(plan.env.items())]
-    if plan.model_access_secret:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": plan.model_access_secret,
-                        "key": "HF_TOKEN",
-                        "optional": True,
-                    }
-                },
-            }
-        )
+    env += model_access_env(plan)
     if multi_node:
         env.append(
             {
@@ -375,36 +300,20 @@ def _adapters(adapters: Sequence[AdapterPlan], image: str) -> _Adapters:
     mounts: list[Manifest] = [{"name": ADAPTERS_VOLUME, "mountPath": ADAPTERS_DIR}]
     volumes: list[Manifest] = [{"name": ADAPTERS_VOLUME, "emptyDir": {}}]
     secrets = tuple(dict.fromkeys(s for a in adapters for s in a.image_pull_secrets))
-    volumes += [
-        {
-            "name": _secret_volume(name),
-            "secret": {
-                "secretName": name,
-                "items": [{"key": DOCKER_CONFIG_KEY, "path": "config.json"}],
-            },
-        }
-        for name in secrets
-    ]
+    volumes += [docker_config_volume(name) for name in secrets]
     for adapter in adapters:
         path = f"{ADAPTERS_DIR}/{adapter.name}"
         if adapter.image is not None:
             command = ["python3", "-m", "presets.oci", "pull", adapter.image, path]
             for name in adapter.image_pull_secrets:
-                command += ["--docker-config", f"{SECRETS_DIR}/{name}/config.json"]
+                command += ["--docker-config", docker_config_file(name)]
             init.append(
                 {
                     "name": pod_local_name("puller-", adapter.name),
                     "image": image,
                     "command": command,
                     "volumeMounts": [{"name": ADAPTERS_VOLUME, "mountPath": ADAPTERS_DIR}]
-                    + [
-                        {
-                            "name": _secret_volume(name),
-                            "mountPath": f"{SECRETS_DIR}/{name}",
-                            "readOnly": True,
-                        }
-                        for name in adapter.image_pull_secrets
-                    ],
+                    + [docker_config_mount(name) for name in adapter.image_pull_secrets],
                 }
             )
         elif adapter.volume is not None:
@@ -412,26 +321,6 @@ def _adapters(adapters: Sequence[AdapterPlan], image: str) -> _Adapters:
             volumes.append({"name": volume, **adapter.volume})
             mounts.append({"name": volume, "mountPath": path, "readOnly": True})
     return _Adapters(init, mounts, volumes, secrets)
-
-
-def _secret_volume(secret: str) -> str:
-    return pod_local_name("secret-", secret)
-
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_MAX_LABEL = 63
-
-
-def pod_local_name(prefix: str, name: str) -> str:
-    """A container or volume name (a DNS-1123 label) for ``prefix + name``: as is when valid,
-    otherwise cleaned and suffixed with a hash of ``name``, so that adapters named ``a.b`` and
-    ``a-b``, or two long secrets, never share one."""
-    raw = prefix + name
-    if _DNS_LABEL.fullmatch(raw) and len(raw) <= _MAX_LABEL:
-        return raw
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    clean = re.sub(r"[^a-z0-9-]+", "-", raw.lower())[: _MAX_LABEL - len(digest) - 1].strip("-")
-    return f"{clean}-{digest}"
 
 
 def _probe(probe: Probe, ref: WorkspaceRef, plan: Plan, *, multi_node: bool) -> Manifest:
@@ -476,8 +365,3 @@ def _required(value: str | None, field: str) -> str:
     if value is None:
         raise ValueError(f"the plan has no {field}: a preset workload needs one")
     return value
-
-
-def manifest_key(obj: Mapping[str, Any]) -> str:
-    """``Kind/name``, as CleanupDone and logs name objects."""
-    return f"{obj['kind']}/{obj['metadata']['name']}"

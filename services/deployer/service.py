@@ -19,19 +19,10 @@ from typing import Any
 import structlog
 
 from services.deployer import health
-from services.deployer.apply import decide, replacement, stamp
-from services.deployer.kubeapi import WORKLOAD_KINDS, ClusterApi
-from services.deployer.render import (
-    MANAGED_BY,
-    Rendered,
-    Target,
-    config_name,
-    headless_name,
-    manifest_key,
-    render,
-)
-from services.deployer.store import DeployerStore
+from services.deployer.render import Rendered, Target, config_name, headless_name, render
+from shared.apply import decide, replacement, stamp
 from shared.bus import Bus, Clock
+from shared.cluster import ClusterApi
 from shared.errors import KaitenError, PermanentError
 from shared.events import (
     CleanupDone,
@@ -49,6 +40,9 @@ from shared.events import (
 )
 from shared.kube import Manifest
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from shared.manifests import MANAGED_BY, manifest_key
+from shared.pods import pod_ready
+from shared.targets import TargetStore
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +51,7 @@ SUCCEEDED = ("workspaceSucceeded", "workspace succeeds")
 PENDING = ("workspacePending", "waiting for inference workload readiness")
 FAILED = "workspaceFailed"
 Key = tuple[str, str]  # namespace, name
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +63,7 @@ class DeployerOptions:
 class Deployer:
     def __init__(
         self,
-        store: DeployerStore,
+        store: TargetStore,
         bus: Bus,
         cluster: ClusterApi,
         clock: Clock,
@@ -141,7 +136,7 @@ class Deployer:
             await self.bus.report(
                 ref, events, now=self.clock(), cause=cause, after=stored.published_key or ""
             )
-            await lock.record(key, self.clock())
+            await lock.record(key, self.clock(), phase=_phase(events))
             log.info("inference.assessed", workspace=ref.key, outcome=_summary(events))
 
     async def _apply(self, rendered: Rendered) -> None:
@@ -163,7 +158,7 @@ class Deployer:
         waiting = {
             str(p["spec"]["nodeName"])
             for p in pods
-            if (p.get("spec") or {}).get("nodeName") and not health.pod_ready(p)
+            if (p.get("spec") or {}).get("nodeName") and not pod_ready(p)
         }
         nodes = await self.cluster.nodes(waiting) if waiting else {}
         return health.assess(live, pods, nodes)
@@ -278,6 +273,12 @@ def _reported(
             observed_generation=ref.generation,
         )
     )
+
+
+def _phase(events: Sequence[EventData]) -> str:
+    if any(isinstance(e, InferenceReady) for e in events):
+        return "ready"
+    return "failed" if any(isinstance(e, InferenceFailed) for e in events) else "pending"
 
 
 def _summary(events: Sequence[EventData]) -> str:

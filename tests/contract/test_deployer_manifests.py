@@ -9,7 +9,7 @@ import copy
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from services.deployer.render import Manifest
+from shared.manifests import Manifest
 from tests.unit.deployer.cases import CASES, case, object_id, rendered
 
 KUBERNETES_VERSION = "1.31"

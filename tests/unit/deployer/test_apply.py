@@ -1,4 +1,4 @@
-"""``services.deployer.apply``: the rendered-hash stamp, the create/replace/none decision against
+"""``shared.apply``: the rendered-hash stamp, the create/replace/none decision against
 what the API server returns, the field-by-field ``covers`` check, and the body of a replace.
 
 The objects are a rendered Deployment and Service as Kaiten writes them; ``served`` turns one into
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from services.deployer.apply import HASH_ANNOTATION, Manifest, covers, decide, replacement, stamp
+from shared.apply import HASH_ANNOTATION, Manifest, covers, decide, replacement, stamp
 
 Path = tuple[str | int, ...]
 Edit = Callable[[Manifest], None]

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.deployer.health import (
+from services.deployer.health import PENDING, SUCCESS, Health, assess
+from shared.pods import (
     CONTAINER_START_ERROR,
     CRASH_LOOP_BACK_OFF,
     IMAGE_PULL_ERROR,
@@ -15,12 +16,8 @@ from services.deployer.health import (
     NODE_DISK_PRESSURE,
     NODE_MEMORY_PRESSURE,
     OOM_KILLED,
-    PENDING,
     POD_EVICTED,
-    SUCCESS,
     UNSCHEDULABLE,
-    Health,
-    assess,
     pod_failure,
 )
 

@@ -1,6 +1,8 @@
-"""The deployer's calls to the Kubernetes API: ConfigMaps, Services, Deployments, StatefulSets
-(read, create, replace, delete) and the pods and workloads it watches. Objects travel as plain
-dicts (``shared.kube.call_raw``); errors come out as Kaiten's (``shared.kube.api_error``)."""
+"""The workload services' calls to the Kubernetes API (the deployer's and the tuner's):
+ConfigMaps, Services, Deployments, StatefulSets and Jobs (read, create, replace, delete), the
+pods and workloads they watch, and a pod's HTTP port through the API server's pod proxy. Objects
+travel as plain dicts (``shared.kube.call_raw``); errors come out as Kaiten's
+(``shared.kube.api_error``)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ OnChange = Callable[[str, Manifest], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    group: str  # "core" or "apps": which generated API serves it
+    group: str  # "core", "apps" or "batch": which generated API serves it
     suffix: str  # the generated methods' name: read_<suffix>, create_<suffix>, ...
 
 
@@ -27,14 +29,18 @@ KINDS = {
     "Service": Kind("core", "namespaced_service"),
     "Deployment": Kind("apps", "namespaced_deployment"),
     "StatefulSet": Kind("apps", "namespaced_stateful_set"),
+    "Job": Kind("batch", "namespaced_job"),
     "Pod": Kind("core", "namespaced_pod"),
 }
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
 class ClusterApi:
     def __init__(self, api: client.ApiClient) -> None:
-        self.apis: dict[str, Any] = {"core": client.CoreV1Api(api), "apps": client.AppsV1Api(api)}
+        self.apis: dict[str, Any] = {
+            "core": client.CoreV1Api(api),
+            "apps": client.AppsV1Api(api),
+            "batch": client.BatchV1Api(api),
+        }
 
     def _method(self, verb: str, kind: str) -> Any:
         spec = KINDS[kind]
@@ -68,11 +74,14 @@ class ClusterApi:
         except ApiException as e:
             raise api_error(e, f"replace {_describe(obj)}") from e
 
-    async def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete with background propagation; False when it was already gone."""
+    async def delete(
+        self, kind: str, namespace: str, name: str, *, propagation: str = "Background"
+    ) -> bool:
+        """Delete (``propagation``: Background, or Foreground to keep the object until its
+        dependents are gone); False when it was already gone."""
         try:
             await call_raw(
-                self._method("delete", kind), name, namespace, propagation_policy="Background"
+                self._method("delete", kind), name, namespace, propagation_policy=propagation
             )
         except ApiException as e:
             error = api_error(e, f"delete {kind.lower()} {namespace}/{name}")
@@ -103,6 +112,22 @@ class ClusterApi:
                 raise error from e
             found[name] = node
         return found
+
+    async def pod_get(self, namespace: str, pod: str, port: int, path: str) -> Manifest:
+        """GET ``path`` on the pod's ``port`` through the API server (``pods/proxy``), as JSON:
+        the tuner needs no network route to the pod network, only the API server's."""
+        try:
+            body = await call_raw(
+                self.apis["core"].connect_get_namespaced_pod_proxy_with_path,
+                f"{pod}:{port}",
+                namespace,
+                path.lstrip("/"),
+            )
+        except ApiException as e:
+            raise api_error(e, f"get {path} of pod {namespace}/{pod}:{port}") from e
+        if not isinstance(body, dict):
+            raise TypeError(f"pod {namespace}/{pod}:{port}{path} did not answer a JSON object")
+        return body
 
     async def follow(self, kind: str, label_selector: str, on_change: OnChange) -> None:
         """Watch ``kind`` in every namespace until cancelled."""
