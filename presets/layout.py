@@ -10,5 +10,7 @@ TRAINING_CONFIG_KEY = "training_config.yaml"
 ADAPTERS_DIR = "/mnt/adapter"
 DATA_DIR = "/mnt/data"
 RESULTS_DIR = "/mnt/results"
+# The trainer writes it into its output directory once the adapter is saved; the pusher waits.
+COMPLETION_MARKER = "fine_tuning_completed.txt"
 VLLM_WEIGHTS = "/workspace/vllm/weights"
 TFS_WEIGHTS = "/workspace/tfs/weights"

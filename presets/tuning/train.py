@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from presets.layout import COMPLETION_MARKER
 from presets.tuning.config import ConfigError, TuningConfig
 from presets.tuning.data import DatasetError, Shape, TrainingData, load_training_data
 from presets.tuning.progress import ProgressSink
@@ -30,7 +31,6 @@ __all__ = [
     "run",
 ]
 
-COMPLETION_MARKER = "fine_tuning_completed.txt"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 QLORA_NEEDS_GPU = (
     "QLoRA needs an NVIDIA GPU (bitsandbytes 4/8-bit); none is visible. Use method lora on CPU."
