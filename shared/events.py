@@ -160,6 +160,21 @@ class ConditionReported(EventData):
     condition: Condition
 
 
+def condition_reported(
+    ref: WorkspaceRef, type_: str, status: str, reason: str, message: str
+) -> ConditionReported:
+    """A service's report of one condition of ``ref``'s generation."""
+    return ConditionReported(
+        condition=Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=ref.generation,
+        )
+    )
+
+
 class CleanupDone(EventData):
     """The sending service removed everything it created for the workspace."""
 
@@ -195,8 +210,9 @@ class TuningProgress(EventData):
     event_type = EventType.TUNING_PROGRESS
     job: str
     step: int = Field(ge=0)
-    total_steps: int = Field(ge=0)
+    total_steps: int = Field(ge=0, description="0 when the trainer does not know it yet.")
     loss: float | None = None
+    epoch: float | None = Field(default=None, ge=0)
     eta_seconds: float | None = Field(default=None, ge=0)
 
 

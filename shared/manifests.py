@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared.events import WorkspaceRef
@@ -29,6 +30,15 @@ TOLERATIONS: tuple[Manifest, ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a workload service renders from: the workspace, its plan and the nodes it got."""
+
+    ref: WorkspaceRef
+    plan: Plan
+    nodes: tuple[str, ...]
 
 
 def owner_reference(ref: WorkspaceRef) -> Manifest:

@@ -93,6 +93,10 @@ class TuningPlan(_Part):
     memory: TuningMemory
     input: dict[str, Any] = Field(description="The Workspace's tuning.input, as written.")
     output: dict[str, Any] = Field(description="The Workspace's tuning.output, as written.")
+    output_dir: str = Field(
+        default="/mnt/results",
+        description="TrainingArguments.output_dir: where the results volume is mounted.",
+    )
 
 
 class Price(_Part):

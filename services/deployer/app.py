@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from services.deployer import tables
-from services.deployer.service import Deployer, DeployerOptions
+from services.deployer.service import Deployer
 from shared.bus import Subscription
 from shared.cluster import ClusterApi
 from shared.events import EventType
 from shared.runner import ServiceContext, ServiceSpec
 from shared.targets import TargetStore
+from shared.workloads import LoopOptions
 
 
 def build_service() -> ServiceSpec:
@@ -28,7 +29,7 @@ def build_service() -> ServiceSpec:
                 ctx.bus,
                 ClusterApi(ctx.kube),
                 ctx.clock,
-                DeployerOptions(resync_s=ctx.settings.resync_period_s),
+                LoopOptions(resync_s=ctx.settings.resync_period_s),
             )
         return holder["deployer"]
 

@@ -41,6 +41,7 @@ from shared.manifests import (
     SHM_VOLUME,
     TOLERATIONS,
     Manifest,
+    Target,
     docker_config_file,
     docker_config_mount,
     docker_config_volume,
@@ -60,15 +61,6 @@ SERVICE_PORT = 80
 WEIGHTS_VOLUME = "model-weights-volume"
 ADAPTERS_VOLUME = "adapter-volume"
 CONFIG_VOLUME = "config-volume"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What the deployer renders from: the workspace, its plan and the nodes it got."""
-
-    ref: WorkspaceRef
-    plan: Plan
-    nodes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,38 +11,30 @@ deletes the objects it created and answers ``CleanupDone``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from services.deployer import health
-from services.deployer.render import Rendered, Target, config_name, headless_name, render
+from services.deployer.render import Rendered, config_name, headless_name, render
 from shared.apply import decide, replacement, stamp
-from shared.bus import Bus, Clock
-from shared.cluster import ClusterApi
-from shared.errors import KaitenError, PermanentError
+from shared.errors import PermanentError
 from shared.events import (
-    CleanupDone,
-    Condition,
     ConditionReported,
     Envelope,
     EventData,
     InferenceFailed,
     InferenceReady,
-    PlanReady,
-    ResourcesReady,
-    WorkspaceDeleting,
     WorkspaceRef,
+    condition_reported,
     outcome_key,
 )
 from shared.kube import Manifest
-from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
-from shared.manifests import MANAGED_BY, manifest_key
+from shared.labels import WORKSPACE_LABEL
+from shared.manifests import MANAGED_BY, Target, manifest_key
 from shared.pods import pod_ready
-from shared.targets import TargetStore
+from shared.workloads import WorkloadService, pod_selector
 
 log = structlog.get_logger(__name__)
 
@@ -54,60 +46,24 @@ Key = tuple[str, str]  # namespace, name
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
-@dataclass(frozen=True, slots=True)
-class DeployerOptions:
-    resync_s: float = 300.0
-    debounce_s: float = 0.1
+class Deployer(WorkloadService):
+    mode = "inference"
 
+    def owned_names(self, ref: WorkspaceRef) -> list[tuple[str, str]]:
+        """Every object the deployer may have created for ``ref``, workload first."""
+        return [
+            ("Deployment", ref.name),
+            ("StatefulSet", ref.name),
+            ("Service", ref.name),
+            ("Service", headless_name(ref)),
+            ("ConfigMap", config_name(ref)),
+        ]
 
-class Deployer:
-    def __init__(
-        self,
-        store: TargetStore,
-        bus: Bus,
-        cluster: ClusterApi,
-        clock: Clock,
-        options: DeployerOptions,
-    ) -> None:
-        self.store = store
-        self.bus = bus
-        self.cluster = cluster
-        self.clock = clock
-        self.options = options
-        self._dirty: set[Key] = set()
-        self._wake = asyncio.Event()
-
-    # --- events --------------------------------------------------------------------------
-
-    async def on_plan_ready(self, event: Envelope[PlanReady]) -> None:
-        plan = event.data.plan
-        if plan.mode != "inference":
-            return
-        ref = event.workspace
-        if not await self.store.save_plan(ref, plan, self.clock()):
-            log.info("inference.stale_generation", workspace=ref.key)
-            return
-        await self.reconcile(ref.uid, cause=event)
-
-    async def on_resources_ready(self, event: Envelope[ResourcesReady]) -> None:
-        ref = event.workspace
-        await self.store.save_nodes(ref, event.data.node_names, self.clock())
-        await self.reconcile(ref.uid, cause=event)
-
-    async def on_deleting(self, event: Envelope[WorkspaceDeleting]) -> None:
-        ref = event.workspace
-        await self.store.mark_deleting(ref, self.clock())
-        deleted = []
-        for kind, name in owned_names(ref):
-            live = await self.cluster.read(kind, ref.namespace, name)
-            if live is None or not _owned_by(live, ref):
-                continue  # gone, or a newer Workspace of the same name owns it
-            if await self.cluster.delete(kind, ref.namespace, name):
-                deleted.append(f"{kind}/{name}")
-        await self.bus.report(
-            ref, [CleanupDone(deleted=tuple(deleted))], now=self.clock(), cause=event
-        )
-        log.info("inference.cleaned", workspace=ref.key, deleted=deleted)
+    def watched(self) -> list[tuple[str, str]]:
+        managed = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+        return [(kind, managed) for kind in (*WORKLOAD_KINDS, "Service", "ConfigMap")] + [
+            ("Pod", WORKSPACE_LABEL)
+        ]
 
     # --- the reconcile pass --------------------------------------------------------------
 
@@ -154,7 +110,7 @@ class Deployer:
 
     async def _assess(self, ref: WorkspaceRef, workload: Manifest) -> health.Health:
         live = await self.cluster.read(workload["kind"], ref.namespace, ref.name)
-        pods = await self.cluster.list("Pod", ref.namespace, _pod_selector(ref))
+        pods = await self.cluster.list("Pod", ref.namespace, pod_selector(ref))
         waiting = {
             str(p["spec"]["nodeName"])
             for p in pods
@@ -163,73 +119,8 @@ class Deployer:
         nodes = await self.cluster.nodes(waiting) if waiting else {}
         return health.assess(live, pods, nodes)
 
-    async def reconcile_key(self, key: Key) -> None:
-        uid = await self.store.uid_for(*key)
-        if uid is not None:
-            await self.reconcile(uid)
-
-    # --- watches and resync --------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Re-assess a workspace whenever one of its objects or pods changes (so an object deleted
-        or edited by hand is restored at once), and every workspace at each resync, until
-        cancelled."""
-        async with asyncio.TaskGroup() as group:
-            managed = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-            for kind in (*WORKLOAD_KINDS, "Service", "ConfigMap"):
-                group.create_task(self.cluster.follow(kind, managed, self._changed))
-            group.create_task(self.cluster.follow("Pod", WORKSPACE_LABEL, self._changed))
-            group.create_task(self._resync())
-            group.create_task(self._work())
-
-    async def _changed(self, _kind: str, obj: Manifest) -> None:
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        name, namespace = labels.get(WORKSPACE_LABEL), labels.get(WORKSPACE_NAMESPACE_LABEL)
-        if name and namespace:
-            self._dirty.add((namespace, name))
-            self._wake.set()
-
-    async def _resync(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.resync_s)
-            await self.reconcile_all()
-
-    async def reconcile_all(self) -> None:
-        for uid in await self.store.active():
-            await _guarded(self.reconcile(uid), uid)
-
-    async def _work(self) -> None:
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(self.options.debounce_s)  # one pass for a burst of changes
-            self._wake.clear()
-            keys, self._dirty = self._dirty, set()
-            for key in sorted(keys):
-                await _guarded(self.reconcile_key(key), "/".join(key))
-
-
-async def _guarded(work: Any, what: str) -> None:
-    """One workspace's failure is logged; the next change or resync tries it again."""
-    try:
-        await work
-    except KaitenError as e:
-        log.warning("inference.failed", workspace=what, error=str(e))
-    except Exception:
-        log.exception("inference.error", workspace=what)
-
 
 # --- pure helpers ----------------------------------------------------------------------------
-
-
-def owned_names(ref: WorkspaceRef) -> list[tuple[str, str]]:
-    """Every object the deployer may have created for ``ref``, workload first."""
-    return [
-        ("Deployment", ref.name),
-        ("StatefulSet", ref.name),
-        ("Service", ref.name),
-        ("Service", headless_name(ref)),
-        ("ConfigMap", config_name(ref)),
-    ]
 
 
 def outcome_events(
@@ -237,8 +128,8 @@ def outcome_events(
 ) -> list[EventData]:
     if assessed.ready:
         return [
-            _reported(ref, "InferenceReady", "True", assessed.reason, assessed.message),
-            _reported(ref, "WorkspaceSucceeded", "True", *SUCCEEDED),
+            condition_reported(ref, "InferenceReady", "True", assessed.reason, assessed.message),
+            condition_reported(ref, "WorkspaceSucceeded", "True", *SUCCEEDED),
             InferenceReady(
                 workload=manifest_key(rendered.workload),
                 ready_replicas=max(1, assessed.ready_replicas),
@@ -247,32 +138,18 @@ def outcome_events(
         ]
     if assessed.reason == health.PENDING:
         return [
-            _reported(ref, "InferenceReady", "False", assessed.reason, assessed.message),
-            _reported(ref, "WorkspaceSucceeded", "False", *PENDING),
+            condition_reported(ref, "InferenceReady", "False", assessed.reason, assessed.message),
+            condition_reported(ref, "WorkspaceSucceeded", "False", *PENDING),
         ]
     return failure_events(ref, assessed.reason, assessed.message)
 
 
 def failure_events(ref: WorkspaceRef, reason: str, message: str) -> list[EventData]:
     return [
-        _reported(ref, "InferenceReady", "False", reason, message),
-        _reported(ref, "WorkspaceSucceeded", "False", FAILED, message),
+        condition_reported(ref, "InferenceReady", "False", reason, message),
+        condition_reported(ref, "WorkspaceSucceeded", "False", FAILED, message),
         InferenceFailed(reason=reason, message=message),
     ]
-
-
-def _reported(
-    ref: WorkspaceRef, type_: str, status: str, reason: str, message: str
-) -> ConditionReported:
-    return ConditionReported(
-        condition=Condition(
-            type=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            observed_generation=ref.generation,
-        )
-    )
 
 
 def _phase(events: Sequence[EventData]) -> str:
@@ -284,12 +161,3 @@ def _phase(events: Sequence[EventData]) -> str:
 def _summary(events: Sequence[EventData]) -> str:
     first = events[0]
     return first.condition.reason if isinstance(first, ConditionReported) else type(first).__name__
-
-
-def _pod_selector(ref: WorkspaceRef) -> str:
-    return f"{WORKSPACE_LABEL}={ref.name},{WORKSPACE_NAMESPACE_LABEL}={ref.namespace}"
-
-
-def _owned_by(obj: Mapping[str, Any], ref: WorkspaceRef) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == ref.uid for r in refs)

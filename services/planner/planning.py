@@ -677,6 +677,7 @@ def _plan_tuning(
             output=(
                 tuning.output.model_dump(by_alias=True, exclude_none=True) if tuning.output else {}
             ),
+            output_dir=config.output_dir,
         ),
         price=_price(options, sku, 1),
         notes=tuple(notes),

@@ -20,7 +20,6 @@ import yaml
 from presets.inference.vllm_launcher import read_config
 from presets.layout import ADAPTERS_DIR, CONFIG_DIR, INFERENCE_CONFIG_KEY
 from services.deployer.render import (
-    Target,
     config_name,
     headless_name,
     is_multi_node,
@@ -29,7 +28,7 @@ from services.deployer.render import (
     workload_kind,
 )
 from shared.labels import REVISION_ANNOTATION, WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
-from shared.manifests import HOSTNAME_LABEL, Manifest, manifest_key, node_affinity
+from shared.manifests import HOSTNAME_LABEL, Manifest, Target, manifest_key, node_affinity
 from shared.plan import NodeSelection, Plan
 from tests.unit.deployer.cases import (
     CASE_NAMES,

@@ -1,0 +1,182 @@
+"""What the deployer and the tuner share: a service that keeps one workspace's objects in the
+cluster from its plan and the nodes it got, and reports how they are doing.
+
+``WorkloadService`` handles the events (``PlanReady`` of its mode, ``ResourcesReady``,
+``WorkspaceDeleting``), stores them (``shared.targets``), and runs ``reconcile(uid)`` after each,
+after every change of an object it watches (debounced: one pass for a burst of changes), and for
+every workspace at each resync. On deletion it removes the objects it names for the workspace
+(only those owned by that Workspace's uid) and answers ``CleanupDone``. Subclasses say what to
+watch, what they own and how one reconcile pass goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+
+from shared.bus import Bus, Clock
+from shared.cluster import ClusterApi
+from shared.errors import KaitenError
+from shared.events import (
+    CleanupDone,
+    Envelope,
+    PlanReady,
+    ResourcesReady,
+    WorkspaceDeleting,
+    WorkspaceRef,
+)
+from shared.kube import Manifest
+from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from shared.targets import TargetStore
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[str, str]  # namespace, name
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOptions:
+    resync_s: float = 300.0
+    debounce_s: float = 0.1
+
+
+class WorkloadService(ABC):
+    mode: ClassVar[str]  # the plan mode this service acts on: "inference" or "tuning"
+
+    def __init__(
+        self,
+        store: TargetStore,
+        bus: Bus,
+        cluster: ClusterApi,
+        clock: Clock,
+        options: LoopOptions,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.cluster = cluster
+        self.clock = clock
+        self.loop_options = options
+        self._dirty: set[Key] = set()
+        self._wake = asyncio.Event()
+        self.log = log.bind(mode=self.mode)
+
+    # --- what subclasses say ---------------------------------------------------------------
+
+    @abstractmethod
+    async def reconcile(self, uid: str, cause: Envelope[Any] | None = None) -> None:
+        """One pass for one workspace: apply what differs, assess, publish what changed."""
+
+    @abstractmethod
+    def owned_names(self, ref: WorkspaceRef) -> list[tuple[str, str]]:
+        """(kind, name) of every object the service may have created for ``ref``."""
+
+    @abstractmethod
+    def watched(self) -> list[tuple[str, str]]:
+        """(kind, label selector) of the objects whose changes call for a pass."""
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        """More work to run next to the watches (none by default)."""
+        return []
+
+    def forget(self, uid: str) -> None:  # noqa: B027 -- an optional hook
+        """Drop what the service keeps in memory for a deleted workspace (nothing by default)."""
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def on_plan_ready(self, event: Envelope[PlanReady]) -> None:
+        plan = event.data.plan
+        if plan.mode != self.mode:
+            return
+        ref = event.workspace
+        if not await self.store.save_plan(ref, plan, self.clock()):
+            self.log.info("workload.stale_generation", workspace=ref.key)
+            return
+        await self.reconcile(ref.uid, cause=event)
+
+    async def on_resources_ready(self, event: Envelope[ResourcesReady]) -> None:
+        ref = event.workspace
+        await self.store.save_nodes(ref, event.data.node_names, self.clock())
+        await self.reconcile(ref.uid, cause=event)
+
+    async def on_deleting(self, event: Envelope[WorkspaceDeleting]) -> None:
+        ref = event.workspace
+        await self.store.mark_deleting(ref, self.clock())
+        self.forget(ref.uid)
+        deleted = []
+        for kind, name in self.owned_names(ref):
+            live = await self.cluster.read(kind, ref.namespace, name)
+            if live is None or not owned_by(live, ref):
+                continue  # gone, or a newer Workspace of the same name owns it
+            if await self.cluster.delete(kind, ref.namespace, name):
+                deleted.append(f"{kind}/{name}")
+        await self.bus.report(
+            ref, [CleanupDone(deleted=tuple(deleted))], now=self.clock(), cause=event
+        )
+        self.log.info("workload.cleaned", workspace=ref.key, deleted=deleted)
+
+    # --- watches and resync ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile a workspace whenever one of its watched objects changes (so an object
+        deleted or edited by hand is restored at once), and every workspace at each resync,
+        until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for kind, selector in self.watched():
+                group.create_task(self.cluster.follow(kind, selector, self._changed))
+            group.create_task(self._resync())
+            group.create_task(self._work())
+            for work in self.background():
+                group.create_task(work)
+
+    async def _changed(self, _kind: str, obj: Manifest) -> None:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        name, namespace = labels.get(WORKSPACE_LABEL), labels.get(WORKSPACE_NAMESPACE_LABEL)
+        if name and namespace:
+            self._dirty.add((namespace, name))
+            self._wake.set()
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.loop_options.resync_s)
+            await self.reconcile_all()
+
+    async def reconcile_all(self) -> None:
+        for uid in await self.store.active():
+            await self.guarded(self.reconcile(uid), uid)
+
+    async def reconcile_key(self, key: Key) -> None:
+        uid = await self.store.uid_for(*key)
+        if uid is not None:
+            await self.reconcile(uid)
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.loop_options.debounce_s)  # one pass for a burst
+            self._wake.clear()
+            keys, self._dirty = self._dirty, set()
+            for key in sorted(keys):
+                await self.guarded(self.reconcile_key(key), "/".join(key))
+
+    async def guarded(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """One workspace's failure is logged; the next change or resync tries it again."""
+        try:
+            await work
+        except KaitenError as e:
+            self.log.warning("workload.failed", workspace=what, error=str(e))
+        except Exception:
+            self.log.exception("workload.error", workspace=what)
+
+
+def owned_by(obj: Mapping[str, Any], ref: WorkspaceRef) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == ref.uid for r in refs)
+
+
+def pod_selector(ref: WorkspaceRef) -> str:
+    return f"{WORKSPACE_LABEL}={ref.name},{WORKSPACE_NAMESPACE_LABEL}={ref.namespace}"
