@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     resync_period_s: float = Field(
         default=300.0, gt=0, description="Seconds between full resyncs. Default 5 minutes."
     )
+    tuning_progress_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between reads of a running trainer's progress. Default 15.",
+    )
     cloud_provider: Literal["azure", "aws", "arc"] = Field(
         default="azure", description="Whose GPU instance types validation accepts. Default azure."
     )

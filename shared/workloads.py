@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
 
+from shared.apply import decide, replacement, stamp
 from shared.bus import Bus, Clock
 from shared.cluster import ClusterApi
 from shared.errors import KaitenError
@@ -32,6 +33,7 @@ from shared.events import (
 )
 from shared.kube import Manifest
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from shared.manifests import manifest_key
 from shared.targets import TargetStore
 
 log = structlog.get_logger(__name__)
@@ -118,6 +120,20 @@ class WorkloadService(ABC):
             ref, [CleanupDone(deleted=tuple(deleted))], now=self.clock(), cause=event
         )
         self.log.info("workload.cleaned", workspace=ref.key, deleted=deleted)
+
+    async def apply(self, objects: Sequence[Manifest]) -> None:
+        """Create what is missing and replace what differs (``shared.apply``), in order."""
+        for obj in objects:
+            desired = stamp(obj)
+            meta = desired["metadata"]
+            live = await self.cluster.read(desired["kind"], meta["namespace"], meta["name"])
+            action = decide(desired, live)
+            if action == "create":
+                await self.cluster.create(desired)
+            elif action == "replace" and live is not None:
+                await self.cluster.replace(replacement(desired, live))
+            if action != "none":
+                self.log.info("workload.applied", object=manifest_key(desired), action=action)
 
     # --- watches and resync ----------------------------------------------------------------
 

@@ -120,6 +120,7 @@ async def serve_cluster(
         simulator = Simulator(cluster.api)
         simulator.start()
         cluster.server.controls.update(nodes=simulator.control_nodes, pods=simulator.control_pods)
+        cluster.server.pod_proxy = simulator.pod_proxy
     cluster.write_kubeconfig(kubeconfig)
     print(f"development cluster at {url}; export KUBECONFIG={kubeconfig}", flush=True)
     try:

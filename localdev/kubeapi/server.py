@@ -33,6 +33,8 @@ _TRUE = {"true", "True", "1"}
 
 
 Control = Callable[[web.Request], Awaitable[web.Response]]
+# GET through ``pods/<name>[:port]/proxy/<path>``: (namespace, pod, port, path) -> response.
+PodProxy = Callable[[str, str, int | None, str], Awaitable[web.Response]]
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Server:
     def __init__(self, api: Api, faults: Faults, bookmark_interval: float = 5.0) -> None:
         # Handlers of /_kaiten/<name>[/...]: test and development controls, not Kubernetes.
         self.controls: dict[str, Control] = {"faults": self._faults}
+        # Who answers the pod proxy: the simulated kubelet when there is one.
+        self.pod_proxy: PodProxy | None = None
         self.api = api
         self.faults = faults
         self.bookmark_interval = bookmark_interval
@@ -118,11 +122,25 @@ class Server:
                 return web.json_response(discovery)
             if parts[:2] == ["openapi", "v3"]:
                 return web.json_response(self._openapi(parts[2:]))
+        if _is_pod_proxy(parts):
+            return await self._proxy(request, parts)
         target = self._target(parts)
         injected = self.faults.take()
         if injected is not None:
             raise injected
         return await self._dispatch(request, target)
+
+    async def _proxy(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
+        """``/api/v1/namespaces/<ns>/pods/<name>[:<port>]/proxy[/<path>]`` (GET only)."""
+        if request.method != "GET":
+            raise _method_not_allowed(request)
+        namespace, target = parts[3], parts[5]
+        name, _, port = target.partition(":")
+        self.api.get(self.api.types[("", "pods")], "v1", namespace, name)  # 404 when absent
+        if self.pod_proxy is None:
+            raise ApiError(503, "ServiceUnavailable", f"no kubelet serves pod {name}")
+        path = "/" + "/".join(parts[7:])
+        return await self.pod_proxy(namespace, name, int(port) if port.isdigit() else None, path)
 
     # --- routing ---------------------------------------------------------------------------
 
@@ -438,6 +456,15 @@ class Server:
             cut = self.api.store.cut_watches() if body.get("cut_watches") else 0
             return web.json_response({"cut_watches": cut, **self.faults.__dict__})
         return web.json_response(self.faults.__dict__)
+
+
+def _is_pod_proxy(parts: list[str]) -> bool:
+    return (
+        len(parts) >= 7  # noqa: PLR2004
+        and parts[:3] == ["api", "v1", "namespaces"]
+        and parts[4] == "pods"
+        and parts[6] == "proxy"
+    )
 
 
 def build_app(server: Server) -> web.Application:

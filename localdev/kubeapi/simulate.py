@@ -1,6 +1,7 @@
 """Simulated controllers and kubelet for the development cluster: Nodes that register with GPU
 capacity when asked; Deployments and StatefulSets whose Pods become Ready after a delay; Jobs whose
-Pods run to success or failure; Pods that fail in named ways with the container statuses and
+Pods run to success or failure (a Job's pod answers ``GET /progress`` through the pod proxy as a
+training run would, step by step); Pods that fail in named ways with the container statuses and
 Events a kubelet would write. Every write goes through ``Api``, as a real controller's would.
 
 A pod fails on purpose when it (or its template) carries the annotation
@@ -39,6 +40,7 @@ FAILURE_MODES = (
     "Evicted",
     "Error",
     "Unready",
+    "InitError",
 )
 PRESSURE = {
     "MemoryPressure": ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
@@ -54,6 +56,7 @@ NODE_KEY = ("", "nodes")
 class SimOptions:
     pod_ready_delay_s: float = 0.3
     job_run_s: float = 0.5
+    train_steps: int = 100  # what a Job's pod reports as total_steps on GET /progress
 
 
 class Simulator:
@@ -127,14 +130,17 @@ class Simulator:
         }
         return await self.api.update(rt, "v1", None, name, created, subresource="status")
 
-    async def fail_pod(self, namespace: str, name: str, mode: str) -> None:
-        """Make a running or pending pod fail the named way."""
+    async def fail_pod(
+        self, namespace: str, name: str, mode: str, message: str | None = None
+    ) -> None:
+        """Make a running or pending pod fail the named way; ``message``: the failed
+        container's termination message (``InitError``: the last init container's)."""
         if mode not in FAILURE_MODES:
             raise ValueError(f"unknown failure mode {mode!r}; choose one of {FAILURE_MODES}")
         pod = self.api.store.get(POD_KEY, namespace, name)
         if pod is None:
             raise ApiError(404, "NotFound", f'pods "{name}" not found')
-        await self._apply_failure(pod, mode)
+        await self._apply_failure(pod, mode, message)
 
     async def set_node_pressure(self, name: str, kind: str) -> Obj:
         """Report ``MemoryPressure`` or ``DiskPressure`` on a node, as its kubelet would."""
@@ -164,13 +170,59 @@ class Simulator:
         return web.json_response(node, status=201)
 
     async def control_pods(self, request: web.Request) -> web.Response:
-        """POST ``{"namespace", "name", "mode"}``: make a pod fail the named way."""
+        """POST ``{"namespace", "name", "mode", "message"?}``: make a pod fail the named way."""
         body = await request.json()
         try:
-            await self.fail_pod(body.get("namespace", "default"), body["name"], body["mode"])
+            await self.fail_pod(
+                body.get("namespace", "default"), body["name"], body["mode"], body.get("message")
+            )
         except ValueError as e:
             raise ApiError(400, "BadRequest", str(e)) from e
         return web.json_response({"failed": body["name"], "mode": body["mode"]})
+
+    async def pod_proxy(
+        self, namespace: str, name: str, port: int | None, path: str
+    ) -> web.Response:
+        """The pod's HTTP port through the API server: a running Job pod that declares
+        ``port`` answers ``/progress`` (a training run ``job_run_s`` long, ``train_steps``
+        steps) and ``/health``; anything else is refused as a kubelet would."""
+        pod = self.api.store.get(POD_KEY, namespace, name)
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        if (pod.get("status") or {}).get("phase") != "Running":
+            raise ApiError(503, "ServiceUnavailable", f"pod {name} is not running")
+        declared = {
+            p.get("containerPort")
+            for c in pod["spec"].get("containers") or []
+            for p in c.get("ports") or []
+        }
+        if port not in declared:
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"error trying to reach service: dial tcp 10.244.0.10:{port}: connection refused",
+            )
+        if path == "/health":
+            return web.json_response({"status": "ok"})
+        if path != "/progress" or self._owner_kind(pod) != "Job":
+            return web.json_response({"error": f"no such path: {path}"}, status=404)
+        loop = asyncio.get_running_loop()
+        elapsed = loop.time() - self._started.get(pod["metadata"]["uid"], loop.time())
+        run = max(self.options.job_run_s, 1e-6)
+        fraction = min(1.0, elapsed / run)
+        total = self.options.train_steps
+        return web.json_response(
+            {
+                "state": "training",
+                "step": int(fraction * total),
+                "total_steps": total,
+                "loss": round(2.5 - 1.5 * fraction, 4),
+                "epoch": round(3 * fraction, 3),
+                "eta_seconds": round(max(0.0, run - elapsed), 3),
+                "elapsed_seconds": round(elapsed, 3),
+                "updated_at": now_rfc3339(),
+            }
+        )
 
     # --- event loop ------------------------------------------------------------------------
 
@@ -437,6 +489,7 @@ class Simulator:
                 f'Container image "{c.get("image")}" already present on machine',
             )
             await self._event(pod, "Normal", "Started", f"Started container {c['name']}")
+        init = pod["spec"].get("initContainers") or []
         pod["status"] = {
             "phase": "Running",
             "startTime": now,
@@ -458,6 +511,24 @@ class Simulator:
                 for c in containers
             ],
         }
+        if init:
+            pod["status"]["initContainerStatuses"] = [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "ready": True,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "reason": "Completed",
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+                for c in init
+            ]
         await self._write_pod_status(pod)
         self._started[pod["metadata"]["uid"]] = asyncio.get_running_loop().time()
 
@@ -479,19 +550,27 @@ class Simulator:
             cs["state"] = {"terminated": {"exitCode": code, "reason": reason, "finishedAt": now}}
         await self._write_pod_status(pod)
 
-    async def _apply_failure(self, pod: Obj, mode: str) -> None:
+    async def _apply_failure(self, pod: Obj, mode: str, message: str | None = None) -> None:
         if mode == "Unschedulable":  # stays Pending, as if no node could take it
             self._failed.add(pod["metadata"]["uid"])
             pod["spec"].pop("nodeName", None)
             await self._schedule(pod, mode)
             return
         restarts = (pod.get("spec") or {}).get("restartPolicy", "Always") == "Always"
-        status, events = _failure_status(mode, pod["spec"].get("containers") or [], restarts)
+        if mode == "InitError":
+            status, events = _init_failure_status(pod["spec"], restarts, message)
+        else:
+            status, events = _failure_status(mode, pod["spec"].get("containers") or [], restarts)
+            if message:
+                for entry in status.get("containerStatuses") or []:
+                    for state in (entry.get("state") or {}, entry.get("lastState") or {}):
+                        if "terminated" in state:
+                            state["terminated"]["message"] = message
         pod["status"] = status
         self._failed.add(pod["metadata"]["uid"])
         await self._write_pod_status(pod)
-        for kind, reason, message in events:
-            await self._event(pod, kind, reason, message)
+        for kind, reason, note in events:
+            await self._event(pod, kind, reason, note)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -642,6 +721,60 @@ def _failure_status(
         }
         events = [("Warning", "Evicted", message)]
     return status, events
+
+
+def _init_failure_status(
+    spec: Obj, restarts: bool, message: str | None
+) -> tuple[Obj, list[tuple[str, str, str]]]:
+    """The last init container exits 1 (with ``message`` as its termination message) after the
+    others completed: the pod fails (restartPolicy Never) or it crash-loops (Always)."""
+    now = now_rfc3339()
+    init = spec.get("initContainers") or []
+    if not init:
+        raise ValueError("InitError needs a pod with init containers")
+    first = init[-1]
+    completed = [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "ready": True,
+            "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}},
+        }
+        for c in init[:-1]
+    ]
+    terminated: Obj = {"exitCode": 1, "reason": "Error", "finishedAt": now}
+    if message:
+        terminated["message"] = message
+    entry: Obj = {"name": first["name"], "image": first.get("image", ""), "ready": False}
+    if restarts:
+        entry |= {
+            "restartCount": 5,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}},
+            "lastState": {"terminated": terminated},
+        }
+    else:
+        entry |= {"restartCount": 0, "state": {"terminated": terminated}}
+    waiting = [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "ready": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "PodInitializing"}},
+        }
+        for c in spec.get("containers") or []
+    ]
+    status: Obj = {
+        "phase": "Pending" if restarts else "Failed",
+        "initContainerStatuses": [*completed, entry],
+        "containerStatuses": waiting,
+        "conditions": [
+            _condition("Initialized", "False", "ContainersNotInitialized", ""),
+            _condition("Ready", "False", "ContainersNotReady", "containers with unready status"),
+        ],
+    }
+    return status, [("Warning", "BackOff", f"Back-off restarting failed container {first['name']}")]
 
 
 def _node_refuses(node: Obj, spec: Obj, gpus: int, used: int) -> str | None:

@@ -18,7 +18,6 @@ import structlog
 
 from services.deployer import health
 from services.deployer.render import Rendered, config_name, headless_name, render
-from shared.apply import decide, replacement, stamp
 from shared.errors import PermanentError
 from shared.events import (
     ConditionReported,
@@ -79,7 +78,7 @@ class Deployer(WorkloadService):
             target = Target(ref=ref, plan=stored.plan, nodes=stored.nodes)
             try:
                 rendered = render(target)
-                await self._apply(rendered)
+                await self.apply(rendered.objects)
                 assessed = await self._assess(ref, rendered.workload)
                 events = outcome_events(ref, rendered, assessed)
             except PermanentError as e:  # the API refused an object: say so, do not retry
@@ -94,19 +93,6 @@ class Deployer(WorkloadService):
             )
             await lock.record(key, self.clock(), phase=_phase(events))
             log.info("inference.assessed", workspace=ref.key, outcome=_summary(events))
-
-    async def _apply(self, rendered: Rendered) -> None:
-        for obj in rendered.objects:
-            desired = stamp(obj)
-            meta = desired["metadata"]
-            live = await self.cluster.read(desired["kind"], meta["namespace"], meta["name"])
-            action = decide(desired, live)
-            if action == "create":
-                await self.cluster.create(desired)
-            elif action == "replace" and live is not None:
-                await self.cluster.replace(replacement(desired, live))
-            if action != "none":
-                log.info("inference.applied", object=manifest_key(desired), action=action)
 
     async def _assess(self, ref: WorkspaceRef, workload: Manifest) -> health.Health:
         live = await self.cluster.read(workload["kind"], ref.namespace, ref.name)

@@ -96,6 +96,7 @@ async def widgets(cluster: DevCluster, api_client: aclient.ApiClient) -> aclient
 async def simulator(cluster: DevCluster) -> AsyncIterator[Simulator]:
     sim = Simulator(cluster.api, SimOptions(pod_ready_delay_s=0.05, job_run_s=0.2))
     sim.start()
+    cluster.server.pod_proxy = sim.pod_proxy
     yield sim
     await sim.stop()
 
