@@ -65,6 +65,14 @@ def _pod_status(obj: Obj) -> str:
     status = obj.get("status") or {}
     if obj["metadata"].get("deletionTimestamp"):
         return "Terminating"
+    for c in status.get("initContainerStatuses") or []:
+        state = c.get("state") or {}
+        waiting = (state.get("waiting") or {}).get("reason")
+        terminated = state.get("terminated") or {}
+        if waiting and waiting != "PodInitializing":
+            return f"Init:{waiting}"
+        if terminated and terminated.get("exitCode"):
+            return f"Init:{terminated.get('reason') or 'Error'}"
     for c in status.get("containerStatuses") or []:
         state = c.get("state") or {}
         reason = (state.get("waiting") or {}).get("reason") or (state.get("terminated") or {}).get(
@@ -73,6 +81,18 @@ def _pod_status(obj: Obj) -> str:
         if reason:
             return str(reason)
     return str(status.get("reason") or status.get("phase") or "Pending")
+
+
+def _job_status(obj: Obj) -> str:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return str(condition["type"])
+    return "Running"
+
+
+def _completions(obj: Obj) -> str:
+    succeeded = (obj.get("status") or {}).get("succeeded", 0)
+    return f"{succeeded}/{(obj.get('spec') or {}).get('completions', 1)}"
 
 
 def _restarts(obj: Obj) -> int:
@@ -95,6 +115,7 @@ _BUILTIN: dict[tuple[str, str], list[tuple[str, str, Cell]]] = {
         ("Available", "integer", lambda o: (o.get("status") or {}).get("availableReplicas", 0)),
     ],
     ("apps", "statefulsets"): [("Ready", "string", _ready_replicas)],
+    ("batch", "jobs"): [("Status", "string", _job_status), ("Completions", "string", _completions)],
     ("", "pods"): [
         ("Ready", "string", _pod_ready),
         ("Status", "string", _pod_status),

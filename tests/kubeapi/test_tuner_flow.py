@@ -146,6 +146,9 @@ async def test_the_seed_runs_to_success_with_kaitos_conditions_and_state(
     columns = table_columns(out)
     assert columns["JOBSTARTED"] == "True", out
     assert columns["WORKSPACEREADY"] == "True", out
+    _, out, _ = await kubectl("get", "job", WS)
+    job_columns = table_columns(out)
+    assert (job_columns["STATUS"], job_columns["COMPLETIONS"]) == ("Complete", "1/1"), out
 
     async def announced() -> list[EventType] | None:
         types = [t for t, _ in await tuner_events(settings)]
@@ -221,6 +224,9 @@ async def test_a_failed_pod_fails_the_workspace_with_its_cause(
     assert expected in found["WorkspaceSucceeded"]["message"]
     workspace = await get_json(kubectl, "workspace", WS)
     assert workspace["status"]["state"] == "Failed"
+    if mode == "InitError":
+        _, out, _ = await kubectl("get", "pod", pod)
+        assert table_columns(out)["STATUS"] == "Init:Error", out
 
     async def failed() -> dict[str, Any] | None:
         for t, data in await tuner_events(settings):
