@@ -169,4 +169,6 @@ def weights_downloader(weights_image: str, image: str, volume: str, weights_dir:
         "image": image,
         "command": ["python3", "-m", "presets.oci", "pull", weights_image, weights_dir],
         "volumeMounts": [{"name": volume, "mountPath": weights_dir}],
+        # presets.oci's one-line reason on stderr becomes the termination message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -40,6 +40,12 @@ __all__ = [
 METHODS = ("lora", "qlora")
 MOUNT_ROOT = "/mnt"
 DEFAULT_OUTPUT_DIR = "/mnt/results"
+# Directories under /mnt the tuning Job mounts for something else: the results cannot go there.
+RESERVED_MOUNTS = {
+    "/mnt/config": "training configuration (read-only)",
+    "/mnt/data": "dataset",
+    "/mnt/secrets": "registry credentials",
+}
 DTYPES = frozenset({"auto", "bfloat16", "float16", "float32", "float64", "half", "float", "double"})
 
 
@@ -345,6 +351,13 @@ def _check_output_dir(training: Any) -> list[str]:
     if not isinstance(output_dir, str):
         return []
     normal = posixpath.normpath(output_dir) if output_dir else ""
+    taken = next((d for d in RESERVED_MOUNTS if normal == d or normal.startswith(d + "/")), None)
+    if taken is not None:
+        return [
+            f"TrainingArguments.output_dir: {output_dir} is inside {taken}, where the tuning "
+            f"Job mounts its {RESERVED_MOUNTS[taken]}; use another directory under {MOUNT_ROOT}, "
+            f"e.g. {DEFAULT_OUTPUT_DIR}"
+        ]
     if normal.startswith(MOUNT_ROOT + "/") and posixpath.isabs(output_dir):
         return []
     return [

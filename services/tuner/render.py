@@ -129,6 +129,7 @@ def pod(target: Target) -> Manifest:
     if plan.weights_image is not None:
         init.append(weights_downloader(plan.weights_image, image, WEIGHTS_VOLUME, TFS_WEIGHTS))
     data_mount = {"name": DATA_VOLUME, "mountPath": DATA_DIR}
+    secrets: list[str] = []
     urls = [str(u) for u in tuning.input.get("urls") or []]
     pull_secrets = [str(s) for s in tuning.input.get("imagePullSecrets") or []]
     if urls:
@@ -139,14 +140,15 @@ def pod(target: Target) -> Manifest:
             command += ["--docker-config", docker_config_file(secret)]
         mounts = [data_mount] + [docker_config_mount(s) for s in pull_secrets]
         init.append(_init(PULLER, image, command, mounts))
-        volumes += [docker_config_volume(s) for s in pull_secrets]
+        secrets += pull_secrets
     containers = [trainer(target, image)]
     pushed = output_image(tuning)
     if pushed is not None:
         secret = str(tuning.output.get("imagePushSecret") or "")
         containers.append(pusher(plan, tuning, image, pushed, secret))
-        if secret:
-            volumes.append(docker_config_volume(secret))
+        secrets += [secret] if secret else []
+    # One volume per Secret, even when it both pulls the data and pushes the adapter.
+    volumes += [docker_config_volume(s) for s in dict.fromkeys(secrets)]
     spec: Manifest = {
         "restartPolicy": "Never",
         "containers": containers,

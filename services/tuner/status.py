@@ -13,8 +13,9 @@ JobStarted and WorkspaceSucceeded conditions (reference 1.6) and the tuner's eve
   JobStarted False ``WorkspaceTuningJobStatusFailed``; WorkspaceSucceeded False
   ``workspaceFailed``.
 
-An unschedulable pod or a node under pressure is not a failure here: the run is Pending and the
-message says what it waits for.
+An unschedulable pod or a node under pressure is not a failure here: the run stays Pending, or
+Running once the Job counts the pod as active (Kaito's rule), and the message quotes the
+scheduler or the node.
 """
 
 from __future__ import annotations
@@ -100,18 +101,19 @@ def parse_progress(body: Mapping[str, Any]) -> Progress | None:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return None
     total = body.get("total_steps")
+    counted = isinstance(total, int) and not isinstance(total, bool) and total >= 0
     return Progress(
         state=str(body.get("state") or "training"),
         step=step,
-        total_steps=total if isinstance(total, int) and total >= 0 else None,
+        total_steps=total if counted else None,
         loss=_number(body.get("loss")),
-        epoch=_number(body.get("epoch")),
+        epoch=_number(body.get("epoch"), minimum=0.0),
         eta_seconds=_number(body.get("eta_seconds"), minimum=0.0),
     )
 
 
 def progress_message(progress: Progress) -> str:
-    """``training: step 40/120 (33%), epoch 1.00, loss 1.2345, about 2m10s left``."""
+    """``training: step 40/120 (33%), epoch 1.00, loss 1.234, about 2m10s left``."""
     if progress.state == "starting":
         return "training: starting (loading the model and the data)"
     if progress.state == "completed":
@@ -157,14 +159,14 @@ def assess(
         )
     waiting: str | None = None
     for p in ordered:
-        failure = pod_failure(p, nodes)
+        failure = pod_failure(_pusher_last(p), nodes)
         if failure is None:
             continue
         reason, message = failure
         if reason in _WAITING:
             waiting = waiting or message
             continue
-        return Assessment("failed", _failure_reason(p, reason), message)
+        return Assessment("failed", _failure_reason(_pusher_last(p), reason), message)
     failed = _job_condition(job, "Failed")
     if failed is not None:
         cause = str(failed.get("message") or failed.get("reason") or "the Job failed")
@@ -244,6 +246,16 @@ def started(previous_phase: str | None, phase: Phase, job_name: str) -> list[Eve
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _pusher_last(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``pod`` with the pusher's status after the trainer's: the kubelet sorts statuses by name,
+    and a pusher that gave up because the trainer died must not hide the trainer's failure."""
+    statuses = dig(pod, "status", "containerStatuses")
+    if not isinstance(statuses, list):
+        return pod
+    ordered = sorted(statuses, key=lambda c: isinstance(c, Mapping) and c.get("name") == PUSHER)
+    return {**pod, "status": {**pod["status"], "containerStatuses": ordered}}
 
 
 def _failure_reason(pod: Mapping[str, Any], reason: str) -> str:

@@ -130,7 +130,9 @@ def with_data(
 
 def _matrix() -> tuple[Case, ...]:
     return tuple(
-        Case(f"{source}-to-{destination}", as_observed(with_data(f"{source}-to-{destination}", i, o)))
+        Case(
+            f"{source}-to-{destination}", as_observed(with_data(f"{source}-to-{destination}", i, o))
+        )
         for source, i in INPUTS.items()
         for destination, o in OUTPUTS.items()
     )
@@ -141,9 +143,7 @@ def _output_dir(destination: str) -> Case:
     return Case(
         name,
         as_observed(
-            with_data(
-                name, INPUTS["urls"], OUTPUTS[destination], tuning(config=USER_CONFIG)
-            )
+            with_data(name, INPUTS["urls"], OUTPUTS[destination], tuning(config=USER_CONFIG))
         ),
         configmaps=training_config(
             f"training_config:\n  TrainingArguments:\n    output_dir: {USER_OUTPUT_DIR}\n",
