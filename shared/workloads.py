@@ -12,20 +12,23 @@ watch, what they own and how one reconcile pass goes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
 
 from shared.apply import decide, replacement, stamp
-from shared.bus import Bus, Clock
+from shared.bus import Bus, Clock, Subscription
 from shared.cluster import ClusterApi
 from shared.errors import KaitenError
 from shared.events import (
     CleanupDone,
     Envelope,
+    EventType,
     PlanReady,
     ResourcesReady,
     WorkspaceDeleting,
@@ -34,6 +37,7 @@ from shared.events import (
 from shared.kube import Manifest
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from shared.manifests import manifest_key
+from shared.runner import ServiceContext, ServiceSpec
 from shared.targets import TargetStore
 
 log = structlog.get_logger(__name__)
@@ -187,6 +191,45 @@ class WorkloadService(ABC):
             self.log.warning("workload.failed", workspace=what, error=str(e))
         except Exception:
             self.log.exception("workload.error", workspace=what)
+
+
+def workload_spec(
+    name: str,
+    build: Callable[[TargetStore, Bus, ClusterApi, Clock, ServiceContext], WorkloadService],
+    tables: Any,
+) -> ServiceSpec:
+    """The ServiceSpec of a workload service: one instance per process (``build`` gets the
+    store over ``tables.targets`` and ``tables.handled_generations``), its three event
+    handlers, and its watches running for the service's lifetime."""
+    holder: dict[str, WorkloadService] = {}
+
+    def service(ctx: ServiceContext) -> WorkloadService:
+        if name not in holder:
+            if ctx.kube is None:
+                raise RuntimeError(f"the {name} needs a Kubernetes client")
+            store = TargetStore(ctx.db, tables.targets, tables.handled_generations)
+            holder[name] = build(store, ctx.bus, ClusterApi(ctx.kube), ctx.clock, ctx)
+        return holder[name]
+
+    def handlers(ctx: ServiceContext) -> list[Subscription]:
+        s = service(ctx)
+        return [
+            Subscription(EventType.PLAN_READY, s.on_plan_ready),
+            Subscription(EventType.RESOURCES_READY, s.on_resources_ready),
+            Subscription(EventType.WORKSPACE_DELETING, s.on_deleting),
+        ]
+
+    @asynccontextmanager
+    async def lifespan(ctx: ServiceContext) -> AsyncIterator[None]:
+        task = asyncio.create_task(service(ctx).run(), name=f"{name}-watch")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return ServiceSpec(name=name, handlers=handlers, uses_kube=True, lifespan=lifespan)
 
 
 def owned_by(obj: Mapping[str, Any], ref: WorkspaceRef) -> bool:
