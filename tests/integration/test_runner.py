@@ -156,12 +156,33 @@ async def test_sigterm_lets_the_event_in_flight_finish_and_takes_no_new_one(
 
 
 async def test_unreachable_nats_fails_start_with_a_message_naming_the_fix(
-    settings: Settings, repo_root: Path, processes: list[subprocess.Popen[bytes]]
+    settings: Settings,
+    repo_root: Path,
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
     port = infra.free_port()
     env = service_env(settings, port)
     env["NATS_URL"] = f"nats://127.0.0.1:{infra.free_port()}"
     env["KAITEN_START_TIMEOUT_S"] = "2"
+    # Every service needs a kubeconfig to start; loading one connects nowhere yet.
+    kubeconfig = tmp_path / "kubeconfig"
+    server = f"http://127.0.0.1:{infra.free_port()}"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "nowhere", "cluster": {"server": server}}],
+                "users": [{"name": "nowhere", "user": {"token": "unused"}}],
+                "contexts": [
+                    {"name": "nowhere", "context": {"cluster": "nowhere", "user": "nowhere"}}
+                ],
+                "current-context": "nowhere",
+            }
+        )
+    )
+    env["KUBECONFIG"] = str(kubeconfig)
     proc = spawn([sys.executable, "-m", "services.tuner"], env, repo_root, processes)
     assert await wait_exit(proc, timeout=60) == 2
     output = proc.stdout.read().decode() if proc.stdout else ""
