@@ -386,29 +386,41 @@ class ClaimController:
         log.info("nodeclaim.launched", name=name, node=name_of(node) if node else None)
 
     async def _take(self, claim: Manifest) -> Manifest | None:
-        """Add the termination finalizer and mark the launch started, conditional on the
-        resourceVersion read: a replica that loses the race gets a conflict and lets go."""
+        """Mark the launch started (``Launched=Unknown``) in one write conditional on the
+        resourceVersion read, so a replica that loses the race gets a conflict and lets go; then
+        add the termination finalizer. (Finalizer first left a window in which a second replica,
+        seeing the finalizer but no Launched condition yet, took the claim too and launched a
+        second instance.)"""
         meta = claim["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if TERMINATION_FINALIZER not in finalizers:
-            finalizers.append(TERMINATION_FINALIZER)
+        status = claim_status(
+            claim, Launch("Unknown", "Launching", "creating the instance"), None, self.clock()
+        )
         try:
             updated = await self.cluster.patch_claim(
                 name_of(claim),
-                {
-                    "metadata": {
-                        "finalizers": finalizers,
-                        "resourceVersion": meta["resourceVersion"],
-                    }
-                },
+                {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status},
+                status=True,
             )
         except TransientError:
             return None  # someone wrote first: the watch brings the new version
         if updated is None:
             return None
-        return await self._write(
-            updated, Launch("Unknown", "Launching", "creating the instance"), None
-        )
+        finalizers = list(updated["metadata"].get("finalizers") or [])
+        if TERMINATION_FINALIZER in finalizers:
+            return updated
+        try:
+            with_finalizer = await self.cluster.patch_claim(
+                name_of(updated),
+                {
+                    "metadata": {
+                        "finalizers": [*finalizers, TERMINATION_FINALIZER],
+                        "resourceVersion": updated["metadata"]["resourceVersion"],
+                    }
+                },
+            )
+        except TransientError:
+            return None  # changed meanwhile (deleted?): the watch brings the new version
+        return with_finalizer
 
     async def register(self, claim: Manifest) -> None:
         """The instance exists: record its node once it joined and is initialized."""
