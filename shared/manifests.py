@@ -26,6 +26,9 @@ SHM_DIR = "/dev/shm"  # noqa: S108 -- a mount point in the pod, not a temporary 
 SHM_VOLUME = "dshm"
 SECRETS_DIR = "/mnt/secrets"
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
+# The kubelet shows the termination-log file, or the log's last lines when a container failed
+# without writing one: a puller's or trainer's own error reaches the Workspace's status.
+TERMINATION_POLICY = "FallbackToLogsOnError"
 TOLERATIONS: tuple[Manifest, ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
@@ -39,6 +42,18 @@ class Target:
     ref: WorkspaceRef
     plan: Plan
     nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A workspace's objects in apply order; the workload (Deployment, StatefulSet or Job) is
+    last."""
+
+    objects: tuple[Manifest, ...]
+
+    @property
+    def workload(self) -> Manifest:
+        return self.objects[-1]
 
 
 def owner_reference(ref: WorkspaceRef) -> Manifest:
@@ -169,6 +184,5 @@ def weights_downloader(weights_image: str, image: str, volume: str, weights_dir:
         "image": image,
         "command": ["python3", "-m", "presets.oci", "pull", weights_image, weights_dir],
         "volumeMounts": [{"name": volume, "mountPath": weights_dir}],
-        # presets.oci's one-line reason on stderr becomes the termination message.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "terminationMessagePolicy": TERMINATION_POLICY,
     }

@@ -37,6 +37,7 @@ from shared.events import (
 from shared.kube import Manifest
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from shared.manifests import manifest_key
+from shared.pods import pod_ready
 from shared.runner import ServiceContext, ServiceSpec
 from shared.targets import TargetStore
 
@@ -139,6 +140,21 @@ class WorkloadService(ABC):
             if action != "none":
                 self.log.info("workload.applied", object=manifest_key(desired), action=action)
 
+    async def pods_and_nodes(
+        self, ref: WorkspaceRef, owner_uid: str | None = None
+    ) -> tuple[list[Manifest], dict[str, Manifest]]:
+        """The workspace's pods (only those controlled by ``owner_uid`` when given), and the
+        nodes of the scheduled ones that are not ready: their conditions explain why."""
+        pods = await self.cluster.list("Pod", ref.namespace, pod_selector(ref))
+        if owner_uid is not None:
+            pods = [p for p in pods if controller_uid(p) == owner_uid]
+        waiting = {
+            str(p["spec"]["nodeName"])
+            for p in pods
+            if (p.get("spec") or {}).get("nodeName") and not pod_ready(p)
+        }
+        return pods, (await self.cluster.nodes(waiting) if waiting else {})
+
     # --- watches and resync ----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -235,6 +251,11 @@ def workload_spec(
 def owned_by(obj: Mapping[str, Any], ref: WorkspaceRef) -> bool:
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return any(r.get("uid") == ref.uid for r in refs)
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((str(r.get("uid")) for r in refs if r.get("controller")), None)
 
 
 def pod_selector(ref: WorkspaceRef) -> str:

@@ -41,6 +41,7 @@ from shared.manifests import (
     SHM_VOLUME,
     TOLERATIONS,
     Manifest,
+    Rendered,
     Target,
     docker_config_file,
     docker_config_mount,
@@ -61,15 +62,6 @@ SERVICE_PORT = 80
 WEIGHTS_VOLUME = "model-weights-volume"
 ADAPTERS_VOLUME = "adapter-volume"
 CONFIG_VOLUME = "config-volume"
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    objects: tuple[Manifest, ...]  # in apply order; the workload is last
-
-    @property
-    def workload(self) -> Manifest:
-        return self.objects[-1]
 
 
 def render(target: Target) -> Rendered:

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from services.deployer import health
-from services.deployer.render import Rendered, config_name, headless_name, render
+from services.deployer.render import config_name, headless_name, render
 from shared.errors import PermanentError
 from shared.events import (
     ConditionReported,
@@ -31,9 +31,8 @@ from shared.events import (
 )
 from shared.kube import Manifest
 from shared.labels import WORKSPACE_LABEL
-from shared.manifests import MANAGED_BY, Target, manifest_key
-from shared.pods import pod_ready
-from shared.workloads import WorkloadService, pod_selector
+from shared.manifests import MANAGED_BY, Rendered, Target, manifest_key
+from shared.workloads import WorkloadService
 
 log = structlog.get_logger(__name__)
 
@@ -96,13 +95,7 @@ class Deployer(WorkloadService):
 
     async def _assess(self, ref: WorkspaceRef, workload: Manifest) -> health.Health:
         live = await self.cluster.read(workload["kind"], ref.namespace, ref.name)
-        pods = await self.cluster.list("Pod", ref.namespace, pod_selector(ref))
-        waiting = {
-            str(p["spec"]["nodeName"])
-            for p in pods
-            if (p.get("spec") or {}).get("nodeName") and not pod_ready(p)
-        }
-        nodes = await self.cluster.nodes(waiting) if waiting else {}
+        pods, nodes = await self.pods_and_nodes(ref)
         return health.assess(live, pods, nodes)
 
 

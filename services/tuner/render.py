@@ -28,7 +28,6 @@ Jobs are immutable, and a new dataset or output image means a new run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from presets.layout import CONFIG_DIR, DATA_DIR, HTTP_PORT, TFS_WEIGHTS, TRAINING_CONFIG_KEY
@@ -37,8 +36,10 @@ from shared.labels import REVISION_ANNOTATION
 from shared.manifests import (
     SHM_DIR,
     SHM_VOLUME,
+    TERMINATION_POLICY,
     TOLERATIONS,
     Manifest,
+    Rendered,
     Target,
     docker_config_file,
     docker_config_mount,
@@ -60,18 +61,6 @@ DOWNLOADER = "data-downloader"
 PULLER = "data-puller"
 PUSHER = "pusher"
 TRAINER_MATCH = "presets.tuning.cli"  # how the pusher recognises the trainer's process
-# The kubelet shows the termination-log file, or the log's last lines when a container failed
-# without writing one: a trainer's Python traceback reaches the Workspace's status.
-TERMINATION_POLICY = "FallbackToLogsOnError"
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    objects: tuple[Manifest, ...]  # in apply order; the Job is last
-
-    @property
-    def job(self) -> Manifest:
-        return self.objects[-1]
 
 
 def render(target: Target) -> Rendered:

@@ -39,9 +39,8 @@ from shared.kube import AlreadyExistsError, Manifest
 from shared.labels import REVISION_ANNOTATION, WORKSPACE_LABEL
 from shared.manifests import MANAGED_BY, Target
 from shared.plan import Plan
-from shared.pods import pod_ready
 from shared.targets import TargetStore
-from shared.workloads import LoopOptions, WorkloadService, owned_by, pod_selector
+from shared.workloads import LoopOptions, WorkloadService, owned_by
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +101,7 @@ class Tuner(WorkloadService):
             try:
                 rendered = render(Target(ref=ref, plan=plan, nodes=stored.nodes))
                 await self.apply(rendered.objects[:-1])
-                job, waiting = await self._ensure_job(ref, rendered.job)
+                job, waiting = await self._ensure_job(ref, rendered.workload)
                 assessed = await self._assess(ref, job)
                 if job is None and waiting:
                     assessed = Assessment("pending", assessed.reason, waiting)
@@ -166,20 +165,9 @@ class Tuner(WorkloadService):
     async def _assess(self, ref: WorkspaceRef, job: Manifest | None) -> Assessment:
         if job is None:
             return assess(None, [], {})
-        uid = (job.get("metadata") or {}).get("uid")
-        pods = [
-            p
-            for p in await self.cluster.list("Pod", ref.namespace, pod_selector(ref))
-            if any(
-                r.get("uid") == uid for r in (p.get("metadata") or {}).get("ownerReferences") or []
-            )
-        ]
-        waiting = {
-            str(p["spec"]["nodeName"])
-            for p in pods
-            if (p.get("spec") or {}).get("nodeName") and not pod_ready(p)
-        }
-        nodes = await self.cluster.nodes(waiting) if waiting else {}
+        pods, nodes = await self.pods_and_nodes(
+            ref, owner_uid=(job.get("metadata") or {}).get("uid")
+        )
         return assess(job, pods, nodes)
 
     async def _progress_of(
@@ -235,11 +223,6 @@ def _revision(obj: Mapping[str, Any]) -> str | None:
 def _current(live: Mapping[str, Any], desired: Mapping[str, Any], ref: WorkspaceRef) -> bool:
     """The live Job is this Workspace's, of the revision planned."""
     return owned_by(live, ref) and _revision(live) == _revision(desired)
-
-
-def _owner_uid(obj: Mapping[str, Any]) -> str | None:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return next((str(r.get("uid")) for r in refs if r.get("controller")), None)
 
 
 def _managed(obj: Mapping[str, Any]) -> bool:

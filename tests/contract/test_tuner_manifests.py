@@ -58,7 +58,7 @@ def test_every_case_is_checked() -> None:
 
 def test_an_unknown_pod_field_is_refused() -> None:
     """Strict: a misspelt field is an error, not silently dropped as the API server would."""
-    job = copy.deepcopy(rendered(case("seed-tuning-phi-3")).job)
+    job = copy.deepcopy(rendered(case("seed-tuning-phi-3")).workload)
     assert _schema_error(job) is None
     job["spec"]["template"]["spec"]["shareProcessNamespaces"] = True
     error = _schema_error(job)
@@ -67,7 +67,7 @@ def test_an_unknown_pod_field_is_refused() -> None:
 
 
 def test_a_wrongly_typed_field_is_refused() -> None:
-    job = copy.deepcopy(rendered(case("volume-to-volume")).job)
+    job = copy.deepcopy(rendered(case("volume-to-volume")).workload)
     assert _schema_error(job) is None
     job["spec"]["backoffLimit"] = "none"
     error = _schema_error(job)

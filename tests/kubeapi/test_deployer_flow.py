@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from services.deployer.app import build_service as build_deployer
 from services.planner.app import build_service as build_planner
 from services.provisioner.app import build_service as build_provisioner
 from services.watcher.app import build_service as build_watcher
-from shared.runner import serve
+from shared.runner import ServiceSpec, serve
 from shared.settings import Settings
 from tests.kubeapi.conftest import Kubectl
 from tests.support.polling import eventually
@@ -44,6 +44,22 @@ async def services(
 ) -> AsyncIterator[Simulator]:
     """The four services of the inference path, as `kaiten run` starts them; the simulator
     plays kubelet and the workload controllers."""
+    builds = (build_watcher, build_planner, build_provisioner, build_deployer)
+    async with running_path(builds, kubectl, kubeconfig, settings, monkeypatch):
+        yield simulator
+
+
+@contextlib.asynccontextmanager
+async def running_path(
+    builds: Sequence[Callable[[], ServiceSpec]],
+    kubectl: Kubectl,
+    kubeconfig: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    **updates: Any,
+) -> AsyncIterator[None]:
+    """The CRDs applied and ``builds``' services running as `kaiten run` starts them (no
+    webhook, simulated provisioner), with ``updates`` to their settings; stopped on exit."""
     for crd in ("kaito.sh_workspaces.yaml", "karpenter.sh_nodeclaims.yaml"):
         await kubectl("apply", "-f", str(CRDS / crd))
     await kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=10s")
@@ -54,17 +70,16 @@ async def services(
         "KAITEN_PROVISIONER_SIMULATED_DELAY_S": "0.1",
     }.items():
         monkeypatch.setenv(key, value)
-    configured = settings.model_copy(update={"kubeconfig": str(kubeconfig)})
+    configured = settings.model_copy(update={"kubeconfig": str(kubeconfig), **updates})
     stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(serve(build(), configured, stop))
-        for build in (build_watcher, build_planner, build_provisioner, build_deployer)
-    ]
-    yield simulator
-    stop.set()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=30)
+    tasks = [asyncio.create_task(serve(build(), configured, stop)) for build in builds]
+    try:
+        yield
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=30)
 
 
 async def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:

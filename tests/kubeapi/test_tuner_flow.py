@@ -4,8 +4,6 @@ real PostgreSQL: the tuning path, its progress, its failures, a changed input an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -21,16 +19,13 @@ from services.provisioner.app import build_service as build_provisioner
 from services.tuner.app import build_service as build_tuner
 from services.watcher.app import build_service as build_watcher
 from shared.events import EventType, decode_event, event_type_filter
-from shared.runner import serve
 from shared.settings import Settings
 from tests.kubeapi.conftest import Kubectl
-from tests.kubeapi.test_deployer_flow import conditions, get_json, wait_condition
+from tests.kubeapi.test_deployer_flow import conditions, get_json, running_path, wait_condition
 from tests.support.bus import stream_reader
 from tests.support.polling import eventually
-from tests.support.provisioner import forget_other_tests
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "deploy" / "crds"
 SEED = ROOT / "tests" / "fixtures" / "seeds" / "tuning-phi-3-mini.yaml"
 WS = "workspace-phi-3-mini"
 SEED_URL = (
@@ -49,29 +44,11 @@ async def services(
 ) -> AsyncIterator[Simulator]:
     """The four services of the tuning path, as `kaiten run` starts them; the simulator plays
     kubelet and the job controller, and its Job pods report training progress."""
-    for crd in ("kaito.sh_workspaces.yaml", "karpenter.sh_nodeclaims.yaml"):
-        await kubectl("apply", "-f", str(CRDS / crd))
-    await kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=10s")
-    await forget_other_tests(settings)
-    for key, value in {
-        "KAITEN_WEBHOOK_ENABLED": "false",
-        "KAITEN_PROVISIONER_BACKEND": "simulated",
-        "KAITEN_PROVISIONER_SIMULATED_DELAY_S": "0.1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    configured = settings.model_copy(
-        update={"kubeconfig": str(kubeconfig), "tuning_progress_s": 0.2}
-    )
-    stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(serve(build(), configured, stop))
-        for build in (build_watcher, build_planner, build_provisioner, build_tuner)
-    ]
-    yield simulator
-    stop.set()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=30)
+    builds = (build_watcher, build_planner, build_provisioner, build_tuner)
+    async with running_path(
+        builds, kubectl, kubeconfig, settings, monkeypatch, tuning_progress_s=0.2
+    ):
+        yield simulator
 
 
 def _training_for(simulator: Simulator, seconds: float) -> None:

@@ -8,10 +8,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.deployer.render import Rendered, render
+from services.deployer.render import render
 from shared.events import WorkspaceRef
 from shared.labels import ENABLE_LB_ANNOTATION, REVISION_ANNOTATION
-from shared.manifests import Manifest, Target
+from shared.manifests import Manifest, Rendered, Target
 from shared.plan import Plan
 from tests.unit.planner.workspaces import (
     A100,

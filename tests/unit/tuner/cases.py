@@ -16,10 +16,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.tuner.render import Rendered, render
+from services.tuner.render import render
 from shared.events import WorkspaceRef
 from shared.labels import REVISION_ANNOTATION
-from shared.manifests import Manifest, Target
+from shared.manifests import Manifest, Rendered, Target
 from shared.plan import Plan
 from tests.unit.planner.workspaces import (
     A100_X2,

@@ -100,7 +100,7 @@ def ws_name(c: Case) -> str:
 
 
 def the_job(c: Case) -> Manifest:
-    return rendered(c).job
+    return rendered(c).workload
 
 
 def the_configmap(c: Case) -> Manifest:
@@ -229,7 +229,7 @@ def test_the_configmap_comes_first_and_the_job_last(name: str) -> None:
         f"ConfigMap/{ws_name(c)}-tuning-params",
         f"Job/{ws_name(c)}",
     ]
-    assert result.job is objects[-1]
+    assert result.workload is objects[-1]
     assert objects[0]["apiVersion"] == "v1"
     assert objects[1]["apiVersion"] == "batch/v1"
 
@@ -706,8 +706,8 @@ def test_render_is_pure() -> None:
     first = render(target)
     assert render(target) == first
     assert target.plan.model_dump() == before
-    first.job["spec"]["template"]["spec"]["volumes"].clear()
-    assert render(target).job["spec"]["template"]["spec"]["volumes"]
+    first.workload["spec"]["template"]["spec"]["volumes"].clear()
+    assert render(target).workload["spec"]["template"]["spec"]["volumes"]
 
 
 # --- what the API server would refuse (found while writing these tests) ------------------------
@@ -724,7 +724,9 @@ def test_one_secret_for_pulling_the_data_and_pushing_the_adapter_is_one_volume()
             {"image": OUTPUT_IMAGE, "imagePushSecret": "acr"},
         )
     )
-    spec = render(Target(ref_for(doc), expect_plan(doc), (NODE,))).job["spec"]["template"]["spec"]
+    spec = render(Target(ref_for(doc), expect_plan(doc), (NODE,))).workload["spec"]["template"][
+        "spec"
+    ]
     names = [v["name"] for v in spec["volumes"]]
     assert len(names) == len(set(names)), f"duplicate pod volumes: {names}"
 

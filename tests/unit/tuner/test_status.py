@@ -828,7 +828,7 @@ def test_output_of_refuses_an_inference_plan() -> None:
 
 def test_a_live_job_of_this_workspace_and_revision_is_current() -> None:
     c = case("revised")
-    desired = rendered(c).job
+    desired = rendered(c).workload
     ref = ref_for(c.workspace)
     assert _revision(desired) == "7"
     assert _current(desired, desired, ref)
