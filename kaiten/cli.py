@@ -121,12 +121,18 @@ def presets(
 
 @presets_app.command("build-tiny")
 def build_tiny(
-    directory: Annotated[Path, typer.Argument(help="Where to write the model.")],
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Where to write the model (default: the local model store)."),
+    ] = None,
 ) -> None:
-    """Build the tiny test model offline: a model you can serve on a laptop, no download."""
-    from presets.tiny import build_tiny_model  # noqa: PLC0415
+    """Build the tiny test model offline: a model you can serve on a laptop, no download. Without
+    DIRECTORY it goes to the local model store ($KAITEN_MODEL_STORE, else ~/.cache/kaiten/models),
+    where the tiny-chat preset's pods find it."""
+    from presets.tiny import build_tiny_model, model_store, stored_model  # noqa: PLC0415
 
-    typer.echo(f"tiny model written to {build_tiny_model(directory)}")
+    out = stored_model(model_store()) if directory is None else build_tiny_model(directory)
+    typer.echo(f"tiny model written to {out}")
 
 
 @app.command()

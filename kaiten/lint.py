@@ -24,6 +24,7 @@ def validate_files(
         catalog=default_catalog(),
         cloud=settings.cloud_provider,
         node_auto_provisioning=settings.node_auto_provisioning,
+        local_cpu=settings.local_cpu,
     )
     try:
         previous = next(_workspaces(old), None) if old is not None else None

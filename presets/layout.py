@@ -14,3 +14,6 @@ RESULTS_DIR = "/mnt/results"
 COMPLETION_MARKER = "fine_tuning_completed.txt"
 VLLM_WEIGHTS = "/workspace/vllm/weights"
 TFS_WEIGHTS = "/workspace/tfs/weights"
+# Models Kaiten builds itself (tiny-chat): a weights "image" on this pseudo-registry is made by
+# ``python -m presets.tiny DEST --store`` (copied from the local model store) instead of pulled.
+BUILTIN_REGISTRY = "builtin.kaiten.dev"

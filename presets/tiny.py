@@ -5,8 +5,11 @@ It stands in for real presets in tests of the inference servers and the tuning j
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -169,13 +172,52 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     return out_dir
 
 
+def model_store() -> Path:
+    """The local model store: ``$KAITEN_MODEL_STORE``, else ``~/.cache/kaiten/models``."""
+    configured = os.environ.get("KAITEN_MODEL_STORE")
+    return Path(configured) if configured else Path.home() / ".cache" / "kaiten" / "models"
+
+
+def stored_model(store: Path, *, seed: int = 0) -> Path:
+    """The tiny model in ``store`` (``tiny-chat``, or ``tiny-chat-seed<N>``), built there first
+    when missing. Built in a temporary sibling and renamed, so pods that start together never
+    see half a model."""
+    target = store / ("tiny-chat" if seed == 0 else f"tiny-chat-seed{seed}")
+    if (target / "config.json").is_file():
+        return target
+    store.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=store))
+    try:
+        build_tiny_model(staging, seed=seed)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first: theirs is the same model
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m presets.tiny DIR [--seed N]``: build the tiny model into DIR."""
+    """``python -m presets.tiny DIR [--seed N] [--store]``: build the tiny model into DIR, or
+    with ``--store`` copy it from the local model store (building it there once)."""
     parser = argparse.ArgumentParser(prog="python -m presets.tiny", description=__doc__)
     parser.add_argument("dir", type=Path, help="output directory (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="copy from the local model store ($KAITEN_MODEL_STORE, else "
+        "~/.cache/kaiten/models), building it there first when missing",
+    )
     args = parser.parse_args(argv)
-    out = build_tiny_model(args.dir, seed=args.seed)
+    if args.store:
+        source = stored_model(model_store(), seed=args.seed)
+        shutil.copytree(source, args.dir, dirs_exist_ok=True)
+        out = args.dir
+    else:
+        out = build_tiny_model(args.dir, seed=args.seed)
     print(out)
     return 0
 

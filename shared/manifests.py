@@ -7,11 +7,13 @@ provisioner chose, GPU tolerations and resources, Docker-config Secret volumes f
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from presets.layout import BUILTIN_REGISTRY
 from shared.events import WorkspaceRef
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from shared.plan import Plan
@@ -177,12 +179,40 @@ def model_access_env(plan: Plan) -> list[Manifest]:
     ]
 
 
+def plain_http_flags(image: str) -> list[str]:
+    """``["--insecure"]`` for an image on a registry of the node itself (localhost, 127.0.0.0/8,
+    ::1, any port): such registries speak plain http, as Docker and containerd allow for local
+    registries without configuration; ``[]`` for every other registry (https)."""
+    registry = image.split("/", 1)[0] if "/" in image else ""
+    host = registry[1:].split("]", 1)[0] if registry.startswith("[") else registry.split(":")[0]
+    if host == "localhost":
+        return ["--insecure"]
+    try:
+        return ["--insecure"] if ipaddress.ip_address(host).is_loopback else []
+    except ValueError:
+        return []
+
+
+def oci_pull_command(image: str, dest: str, pull_secrets: Sequence[str] = ()) -> list[str]:
+    """The argv that pulls ``image``'s files into ``dest`` with the pull secrets' Docker
+    configs (mounted by ``docker_config_mount``)."""
+    command = ["python3", "-m", "presets.oci", "pull", image, dest, *plain_http_flags(image)]
+    for name in pull_secrets:
+        command += ["--docker-config", docker_config_file(name)]
+    return command
+
+
 def weights_downloader(weights_image: str, image: str, volume: str, weights_dir: str) -> Manifest:
-    """The init container that pulls the model's weights artifact into ``weights_dir``."""
+    """The init container that pulls the model's weights artifact into ``weights_dir`` (a model
+    on the builtin pseudo-registry is built, or copied from the node's local model store)."""
+    if weights_image.split("/", 1)[0] == BUILTIN_REGISTRY:
+        command = ["python3", "-m", "presets.tiny", weights_dir, "--store"]
+    else:
+        command = oci_pull_command(weights_image, weights_dir)
     return {
         "name": "model-weights-downloader",
         "image": image,
-        "command": ["python3", "-m", "presets.oci", "pull", weights_image, weights_dir],
+        "command": command,
         "volumeMounts": [{"name": volume, "mountPath": weights_dir}],
         "terminationMessagePolicy": TERMINATION_POLICY,
     }

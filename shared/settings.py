@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         default=True,
         description="Kaiten provisions nodes (instanceType required); false: bring your own.",
     )
+    local_cpu: bool = Field(
+        default=False,
+        description="The cluster runs pods of instance type local-cpu as local processes (the "
+        "embedded stack of `make up` sets it); elsewhere local-cpu is refused.",
+    )
     health_host: str = Field(default="127.0.0.1", description="Bind address of /healthz.")
     health_port: int | None = Field(
         default=None,

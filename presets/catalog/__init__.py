@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "LOCAL_CPU",
     "Catalog",
     "CatalogError",
     "GpuSku",
@@ -28,6 +29,11 @@ __all__ = [
 RUNTIMES = frozenset({"vllm", "transformers"})
 CLOUDS = ("azure", "azure-arc", "aws")
 _CLOUD_ALIASES = MappingProxyType({"arc": "azure-arc"})
+
+
+# The instance type of the embedded stack's local pod runner: no GPU, pods run as processes on
+# the developer's machine. Not a SKU: it is valid only where the cluster offers it.
+LOCAL_CPU = "local-cpu"
 
 
 class CatalogError(ValueError):

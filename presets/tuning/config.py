@@ -451,29 +451,40 @@ def merge_with_template(method: str, user_text: str | None) -> str:
     return yaml.safe_dump({"training_config": merged}, sort_keys=False)
 
 
-def fit_dtypes(text: str, *, bfloat16: bool) -> tuple[str, list[str]]:
+def fit_dtypes(text: str, *, bfloat16: bool, cpu: bool = False) -> tuple[str, list[str]]:
     """``text`` with every bfloat16 setting turned to float16 when the GPU has no bfloat16
-    (compute capability below 8.0), and a note per change. Unparsable text is returned as is."""
+    (compute capability below 8.0), or, on a CPU (``cpu``), the model in float32 and no mixed
+    precision; a note per change. Unparsable text is returned as is."""
     sections, problems = _load_sections(text)
-    if bfloat16 or problems:
+    if (bfloat16 and not cpu) or problems:
         return text, []
     notes: list[str] = []
-    changes = (
+    why = "no GPU" if cpu else "no bfloat16 on this GPU"
+    changes: tuple[tuple[str, str, object, object], ...] = (
         ("ModelConfig", "torch_dtype", "bfloat16", "float16"),
         ("QuantizationConfig", "bnb_4bit_compute_dtype", "bfloat16", "float16"),
-        ("TrainingArguments", "bf16", True, None),
+        ("TrainingArguments", "bf16", True, "fp16"),
     )
+    if cpu:
+        changes = (
+            ("ModelConfig", "torch_dtype", "bfloat16", "float32"),
+            ("ModelConfig", "torch_dtype", "float16", "float32"),
+            ("TrainingArguments", "bf16", True, None),
+            ("TrainingArguments", "fp16", True, None),
+        )
     for section, key, bad, good in changes:
         values = sections.get(section)
         if isinstance(values, Mapping) and values.get(key) == bad:
             values = dict(values)
-            if good is None:  # bf16: true becomes fp16: true
+            if bad is True:  # a mixed-precision flag: dropped, or swapped for ``good``
                 del values[key]
-                values["fp16"] = True
-                notes.append(f"{section}.{key}: true -> fp16: true (no bfloat16 on this GPU)")
+                if good is not None:
+                    values[str(good)] = True
+                after = f"{good}: true" if good else "off"
+                notes.append(f"{section}.{key}: true -> {after} ({why})")
             else:
                 values[key] = good
-                notes.append(f"{section}.{key}: {bad} -> {good} (no bfloat16 on this GPU)")
+                notes.append(f"{section}.{key}: {bad} -> {good} ({why})")
             sections[section] = values
     if not notes:
         return text, []

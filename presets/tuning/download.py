@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "TERMINATION_LOG",
+    "termination_log_path",
     "DownloadError",
     "download",
     "main",
@@ -56,6 +57,12 @@ DEFAULT_DELAY_S = 2.0
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_BYTES = 100 * 1024**3
 TERMINATION_LOG = "/dev/termination-log"
+
+
+def termination_log_path() -> Path:
+    """Where Kubernetes reads the termination message: ``$KAITEN_TERMINATION_LOG`` (set by the
+    embedded stack's local pod runner) or the default ``/dev/termination-log``."""
+    return Path(os.environ.get("KAITEN_TERMINATION_LOG") or TERMINATION_LOG)
 MAX_NAME = 200
 USER_AGENT = "kaiten-data-downloader"
 
@@ -442,7 +449,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--termination-log",
         type=Path,
-        default=Path(TERMINATION_LOG),
+        default=termination_log_path(),
         metavar="PATH",
         help="where the failure message goes too (default %(default)s)",
     )

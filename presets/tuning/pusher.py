@@ -30,7 +30,7 @@ from presets.oci import (
     parse_reference,
     push_adapter,
 )
-from presets.tuning.download import TERMINATION_LOG, write_termination_log
+from presets.tuning.download import termination_log_path, write_termination_log
 
 __all__ = [
     "DEFAULT_TRAINER_MATCH",
@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--termination-log",
         type=Path,
-        default=Path(TERMINATION_LOG),
+        default=termination_log_path(),
         metavar="PATH",
         help="where the result line goes too (default %(default)s)",
     )

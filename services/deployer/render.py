@@ -43,13 +43,13 @@ from shared.manifests import (
     Manifest,
     Rendered,
     Target,
-    docker_config_file,
     docker_config_mount,
     docker_config_volume,
     gpu_resources,
     model_access_env,
     node_affinity,
     object_metadata,
+    oci_pull_command,
     pod_local_name,
     weights_downloader,
     workspace_labels,
@@ -288,9 +288,7 @@ def _adapters(adapters: Sequence[AdapterPlan], image: str) -> _Adapters:
     for adapter in adapters:
         path = f"{ADAPTERS_DIR}/{adapter.name}"
         if adapter.image is not None:
-            command = ["python3", "-m", "presets.oci", "pull", adapter.image, path]
-            for name in adapter.image_pull_secrets:
-                command += ["--docker-config", docker_config_file(name)]
+            command = oci_pull_command(adapter.image, path, adapter.image_pull_secrets)
             init.append(
                 {
                     "name": pod_local_name("puller-", adapter.name),

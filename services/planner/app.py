@@ -42,6 +42,7 @@ def make_planner(ctx: ServiceContext) -> Planner:
         cloud=ctx.settings.cloud_provider,
         node_auto_provisioning=ctx.settings.node_auto_provisioning,
         images=Images(vllm=settings.vllm_image, transformers=settings.transformers_image),
+        local_cpu=ctx.settings.local_cpu,
     )
     reader = ConfigMapReader(ctx.kube)
     return Planner(PlannerStore(ctx.db), ctx.bus, reader.read, options, ctx.clock)

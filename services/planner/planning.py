@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from presets.catalog import Catalog, GpuSku, ModelPreset
+from presets.catalog import LOCAL_CPU, Catalog, GpuSku, ModelPreset
 from presets.catalog.prices import PriceTable
 from presets.inference.vllm_launcher import read_config
 from presets.layout import (
@@ -54,6 +54,7 @@ from shared.workspace.models import InferenceSpec, TuningSpec, Workspace
 from shared.workspace.validation import (
     RESERVED_LABELS,
     ValidationContext,
+    is_local_cpu,
     parse_workspace,
     validate_workspace,
 )
@@ -80,6 +81,7 @@ FRAGMENTATION = 1.10
 DEFAULT_SEQUENCE_LENGTH = 1024  # TRL SFTConfig.max_length
 
 MAX_SUGGESTIONS = 5
+LOCAL_NOTE = f"{LOCAL_CPU}: no GPU; the pods run as processes on the embedded stack's machine"
 BFLOAT16_MIN_COMPUTE_CAPABILITY = 8.0  # Ampere
 
 
@@ -96,6 +98,7 @@ class PlanOptions:
     cloud: str = "azure"
     node_auto_provisioning: bool = True
     images: Images = field(default_factory=Images)
+    local_cpu: bool = False  # the cluster runs local-cpu pods (the embedded stack)
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,9 @@ def plan_workspace(
     obj: Mapping[str, Any], configmaps: ConfigMaps, options: PlanOptions
 ) -> Plan | Rejection:
     """The plan for ``obj`` (a Workspace as the API serves it), or why there is none."""
-    ctx = ValidationContext(options.catalog, options.cloud, options.node_auto_provisioning)
+    ctx = ValidationContext(
+        options.catalog, options.cloud, options.node_auto_provisioning, options.local_cpu
+    )
     # The classic per-preset GPU checks ("Insufficient ...") are replaced by the estimator below,
     # which also says which instance types would fit.
     problems = [
@@ -227,15 +232,23 @@ def _plan_inference(
     choice = select_runtime(_annotations(ws), preset, sku)
     config = _inference_config(inference, configmaps, preset)
     notes: list[str] = []
-    if sku is None:
+    local = is_local_cpu(instance)
+    if local:
+        choice = replace(choice, runtime="transformers", reason=f"{LOCAL_CPU}: no GPU for vLLM")
+        notes.append(LOCAL_NOTE)
+    elif sku is None:
         notes.append(_unknown_gpu_note(instance))
-    if choice.runtime == "vllm":
+    if local:
+        sizing = _Sizing(nodes=1)
+    elif choice.runtime == "vllm":
         sizing = _vllm_sizing(
             preset, sku=sku, count=count, config=config, options=options, notes=notes
         )
     else:
         sizing = _transformers_sizing(preset, sku, count, options, notes)
     dtype = _fit_dtype(preset.vllm_dtype if choice.runtime == "vllm" else preset.dtype, sku, notes)
+    if local:
+        dtype = "float32"  # half precision on a CPU is slow where it works at all
     adapters = tuple(_adapter_plans(inference))
     presets_opts = inference.preset.preset_options
     plan = Plan(
@@ -607,7 +620,10 @@ def _plan_tuning(
     instance = ws.resource.instance_type if ws.resource else None
     sku = options.catalog.sku(instance) if instance else None
     notes: list[str] = []
-    if sku is None:
+    local = is_local_cpu(instance)
+    if local:
+        notes.append(LOCAL_NOTE)
+    elif sku is None:
         notes.append(_unknown_gpu_note(instance))
     user_text = None
     source = f"template/{method}"
@@ -615,8 +631,8 @@ def _plan_tuning(
         user_text = _configmap_text(configmaps, tuning.config, TRAINING_CONFIG_KEY, "tuning.config")
         source = f"configmap/{tuning.config}"
     text = merge_with_template(method, user_text)
-    if sku is not None:
-        text, fitted = fit_dtypes(text, bfloat16=_has_bfloat16(sku))
+    if sku is not None or local:
+        text, fitted = fit_dtypes(text, bfloat16=sku is not None and _has_bfloat16(sku), cpu=local)
         notes += fitted
     try:
         config = parse_config(text, method)
@@ -667,6 +683,8 @@ def _plan_tuning(
             method,
             "--data",
             DATA_DIR,
+            "--model",
+            TFS_WEIGHTS,
         ),
         tuning=TuningPlan(
             method=method,

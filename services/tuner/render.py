@@ -48,6 +48,8 @@ from shared.manifests import (
     model_access_env,
     node_affinity,
     object_metadata,
+    oci_pull_command,
+    plain_http_flags,
     weights_downloader,
     workspace_labels,
 )
@@ -124,9 +126,7 @@ def pod(target: Target) -> Manifest:
     if urls:
         init.append(_init(DOWNLOADER, image, download_command(urls), [data_mount]))
     elif tuning.input.get("image"):
-        command = ["python3", "-m", "presets.oci", "pull", str(tuning.input["image"]), DATA_DIR]
-        for secret in pull_secrets:
-            command += ["--docker-config", docker_config_file(secret)]
+        command = oci_pull_command(str(tuning.input["image"]), DATA_DIR, pull_secrets)
         mounts = [data_mount] + [docker_config_mount(s) for s in pull_secrets]
         init.append(_init(PULLER, image, command, mounts))
         secrets += pull_secrets
@@ -192,6 +192,7 @@ def pusher(plan: Plan, tuning: TuningPlan, image: str, target: str, secret: str)
         target,
         "--trainer-match",
         TRAINER_MATCH,
+        *plain_http_flags(target),
     ]
     mounts: list[Manifest] = [
         {"name": RESULTS_VOLUME, "mountPath": tuning.output_dir, "readOnly": True}

@@ -95,6 +95,7 @@ async def webhook(ctx: ServiceContext) -> AsyncIterator[None]:
         catalog=default_catalog(),
         cloud=ctx.settings.cloud_provider,
         node_auto_provisioning=ctx.settings.node_auto_provisioning,
+        local_cpu=ctx.settings.local_cpu,
     )
     async with serve_webhook(settings, validation, ctx.kube):
         yield

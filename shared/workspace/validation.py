@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from presets.catalog import Catalog, GpuSku, ModelPreset
+from presets.catalog import LOCAL_CPU, Catalog, GpuSku, ModelPreset
 from presets.selection import RUNTIME_ANNOTATION, select_runtime, vllm_supports
 from shared.events import FieldProblem
 from shared.labels import IMAGE_FAMILY_ANNOTATION
@@ -70,6 +70,8 @@ class ValidationContext:
     catalog: Catalog
     cloud: str = "azure"
     node_auto_provisioning: bool = True
+    # The embedded stack's cluster runs pods of instance type local-cpu as local processes.
+    local_cpu: bool = False
 
 
 Problems = Iterator[FieldProblem]
@@ -83,6 +85,7 @@ def validate_workspace(
     if ws is None:
         return problems
     problems += list(_check_top(ws, ctx))
+    problems += list(_check_local_cpu(ws, ctx))
     if ws.inference is not None and ws.tuning is None:
         problems += list(_check_resource_for_inference(ws, ctx))
         problems += list(_check_inference(ws, ws.inference, ctx))
@@ -204,6 +207,46 @@ def _check_label_selector(ws: Workspace) -> Problems:
         )
 
 
+def is_local_cpu(instance_type: str | None) -> bool:
+    return (instance_type or "").lower() == LOCAL_CPU
+
+
+def _check_local_cpu(ws: Workspace, ctx: ValidationContext) -> Problems:
+    """local-cpu: no GPU, the pods run as processes on the embedded stack's machine. Only that
+    cluster offers it; there the transformers runtime serves and LoRA (not QLoRA) tunes."""
+    if ws.resource is None or not is_local_cpu(ws.resource.instance_type):
+        return
+    field = "resource.instanceType"
+    if not ctx.local_cpu:
+        yield FieldProblem(
+            field=field,
+            message=f"invalid value: {LOCAL_CPU}: this cluster does not offer it (only the "
+            "embedded stack of `make up` runs pods as local processes); choose a GPU "
+            "instance type",
+        )
+        return
+    if (ws.resource.count or 1) > 1:
+        yield FieldProblem(
+            field="resource.count",
+            message=f"invalid value: {ws.resource.count}: {LOCAL_CPU} is this one machine; "
+            "set count to 1",
+        )
+    inference = ws.inference
+    preset = ctx.catalog.preset(inference.preset.name) if inference and inference.preset else None
+    if preset is not None and not preset.supports("transformers"):
+        yield FieldProblem(
+            field="inference.preset.name",
+            message=f"invalid value: {preset.name}: {LOCAL_CPU} has no GPU and runs the "
+            "transformers runtime only, which this preset does not support",
+        )
+    if ws.tuning is not None and (ws.tuning.method or "").lower() == "qlora":
+        yield FieldProblem(
+            field="tuning.method",
+            message=f"invalid value: qlora: QLoRA needs a CUDA GPU (bitsandbytes); use lora on "
+            f"{LOCAL_CPU}",
+        )
+
+
 # --- create: inference ----------------------------------------------------------------------
 
 
@@ -221,8 +264,8 @@ def _check_resource_for_inference(ws: Workspace, ctx: ValidationContext) -> Prob
         )
         return
     instance = ws.resource.instance_type
-    if not instance:
-        return
+    if not instance or is_local_cpu(instance):
+        return  # local-cpu: _check_local_cpu
     sku = ctx.catalog.sku(instance)
     if sku is None:
         if ctx.cloud == "azure" and instance.lower().startswith(("standard_n", "standard_d")):

@@ -42,6 +42,7 @@ EXPECTED_PRESETS = (
     "gemma-3-27b-instruct",
     "gpt-oss-20b",
     "gpt-oss-120b",
+    "tiny-chat",  # Kaiten's own: the offline demo model (presets/tiny.py)
 )
 
 GOOD_PRESET: dict[str, object] = {
