@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +110,26 @@ async def serve_cluster(
     state_file: Path | None,
     simulate: bool,
     stop: asyncio.Event,
+    pods_dir: Path | None = None,
 ) -> None:
-    """Run a development cluster until ``stop`` is set (``kaiten cluster``)."""
+    """Run a development cluster until ``stop`` is set (``kaiten cluster``). With ``simulate``,
+    pods of local-cpu nodes run as processes, with their folders under ``pods_dir``."""
     cluster = DevCluster(state_file=state_file)
     url = await cluster.start(host, port)
     simulator = None
     if simulate:
+        from localdev.kubeapi.localpods import LocalPods  # noqa: PLC0415
         from localdev.kubeapi.simulate import Simulator  # noqa: PLC0415
 
-        simulator = Simulator(cluster.api)
+        if pods_dir is None:
+            base = state_file.parent if state_file is not None else Path(tempfile.mkdtemp())
+            pods_dir = base / "pods"
+        local = LocalPods(cluster.api, pods_dir)
+        simulator = Simulator(cluster.api, local=local)
         simulator.start()
         cluster.server.controls.update(nodes=simulator.control_nodes, pods=simulator.control_pods)
         cluster.server.pod_proxy = simulator.pod_proxy
+        cluster.server.pod_log = local.log_file
     cluster.write_kubeconfig(kubeconfig)
     print(f"development cluster at {url}; export KUBECONFIG={kubeconfig}", flush=True)
     try:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -35,6 +36,9 @@ _TRUE = {"true", "True", "1"}
 Control = Callable[[web.Request], Awaitable[web.Response]]
 # GET through ``pods/<name>[:port]/proxy/<path>``: (namespace, pod, port, path) -> response.
 PodProxy = Callable[[str, str, int | None, str], Awaitable[web.Response]]
+# The log of a pod's container: (namespace, pod, container or None) -> the log file, or None when
+# no process ran it (a simulated pod prints nothing).
+PodLog = Callable[[str, str, str | None], Path | None]
 
 
 @dataclass
@@ -95,6 +99,8 @@ class Server:
         self.controls: dict[str, Control] = {"faults": self._faults}
         # Who answers the pod proxy: the simulated kubelet when there is one.
         self.pod_proxy: PodProxy | None = None
+        # Who keeps containers' logs: the local pod runner when there is one.
+        self.pod_log: PodLog | None = None
         self.api = api
         self.faults = faults
         self.bookmark_interval = bookmark_interval
@@ -124,6 +130,8 @@ class Server:
                 return web.json_response(self._openapi(parts[2:]))
         if _is_pod_proxy(parts):
             return await self._proxy(request, parts)
+        if _is_pod_log(parts) and request.method == "GET":
+            return self._log(request, parts)
         target = self._target(parts)
         injected = self.faults.take()
         if injected is not None:
@@ -141,6 +149,25 @@ class Server:
             raise ApiError(503, "ServiceUnavailable", f"no kubelet serves pod {name}")
         path = "/" + "/".join(parts[7:])
         return await self.pod_proxy(namespace, name, int(port) if port.isdigit() else None, path)
+
+    def _log(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
+        """``GET /api/v1/namespaces/<ns>/pods/<name>/log[?container=&tailLines=]``: what the
+        container wrote so far (``follow`` is answered with the same snapshot)."""
+        namespace, name = parts[3], parts[5]
+        self.api.get(self.api.types[("", "pods")], "v1", namespace, name)  # 404 when absent
+        container = request.query.get("container") or None
+        path = self.pod_log(namespace, name, container) if self.pod_log is not None else None
+        text = ""
+        if path is not None:
+            try:
+                text = path.read_bytes().decode(errors="replace")
+            except FileNotFoundError:
+                text = ""
+        tail = request.query.get("tailLines", "")
+        if tail.isdigit():
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[len(lines) - int(tail) :]) if int(tail) else ""
+        return web.Response(text=text, content_type="text/plain")
 
     # --- routing ---------------------------------------------------------------------------
 
@@ -464,6 +491,15 @@ def _is_pod_proxy(parts: list[str]) -> bool:
         and parts[:3] == ["api", "v1", "namespaces"]
         and parts[4] == "pods"
         and parts[6] == "proxy"
+    )
+
+
+def _is_pod_log(parts: list[str]) -> bool:
+    return (
+        len(parts) == 7  # noqa: PLR2004
+        and parts[:3] == ["api", "v1", "namespaces"]
+        and parts[4] == "pods"
+        and parts[6] == "log"
     )
 
 

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from localdev.kubeapi.api import Api, now_rfc3339
 from localdev.kubeapi.errors import ApiError
+from localdev.kubeapi.localpods import LocalPods
 from localdev.kubeapi.resources import ResourceType
 from localdev.kubeapi.selectors import label_selector_from_dict, matches_labels
 from localdev.kubeapi.store import Change, Obj
@@ -62,14 +63,18 @@ class SimOptions:
 class Simulator:
     """Reacts to changes in the store; ``start()`` then ``stop()``."""
 
-    def __init__(self, api: Api, options: SimOptions | None = None) -> None:
+    def __init__(
+        self, api: Api, options: SimOptions | None = None, local: LocalPods | None = None
+    ) -> None:
         self.api = api
         self.options = options or SimOptions()
+        self.local = local  # runs the pods of local-cpu nodes as processes
         self._queue: asyncio.Queue[tuple[tuple[str, str], str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._failed: set[str] = set()  # uids of pods failed on purpose: left as they are
         self._started: dict[str, float] = {}  # pod uid -> loop time its containers started
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self.api.store.on_change.append(self._on_change)
@@ -87,6 +92,8 @@ class Simulator:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.local is not None:
+            await self.local.stop()
 
     # --- nodes -----------------------------------------------------------------------------
 
@@ -189,6 +196,8 @@ class Simulator:
         pod = self.api.store.get(POD_KEY, namespace, name)
         if pod is None:
             raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        if self.local is not None and self.local.handles(pod):
+            return await self.local.proxy(namespace, name, port, path)
         if (pod.get("status") or {}).get("phase") != "Running":
             raise ApiError(503, "ServiceUnavailable", f"pod {name} is not running")
         declared = {
@@ -234,6 +243,10 @@ class Simulator:
                 if owner is not None:
                     self._queue.put_nowait((owner, meta.get("namespace", ""), ref.get("name", "")))
         if change.type == "DELETED":
+            if change.resource == POD_KEY and self.local is not None:
+                task = asyncio.get_running_loop().create_task(self.local.forget(meta["uid"]))
+                self._forgetting.add(task)
+                task.add_done_callback(self._forgetting.discard)
             return
         if change.resource in WORKLOADS or change.resource == POD_KEY:
             self._enqueue(change.resource, change.obj)
@@ -416,6 +429,9 @@ class Simulator:
         mode = _failure_mode(pod)
         if not pod.get("spec", {}).get("nodeName"):
             await self._schedule(pod, mode)
+            return
+        if self.local is not None and self.local.handles(pod):
+            self.local.start(pod)  # a real run: the local runner owns its status from here
             return
         if phase != "Running":
             await self._apply_failure(pod, mode) if mode else await self._start(pod)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from presets.tuning.config import METHODS, ConfigError, TuningConfig, detect_method, parse_config
 from presets.tuning.data import DatasetError
-from presets.tuning.progress import DEFAULT_PORT, ProgressServer, ProgressSink
+from presets.tuning.progress import ALL_INTERFACES, DEFAULT_PORT, ProgressServer, ProgressSink
 from presets.tuning.train import QloraNeedsGpuError, run
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_QLORA_NEEDS_GPU", "main"]
@@ -78,7 +78,8 @@ def _progress_server(sink: ProgressSink, port: int) -> Iterator[None]:
     if port == 0:
         yield
         return
-    with ProgressServer(sink, port=port):
+    # KAITEN_HOST: the address to listen on, as for the inference server (default: every one).
+    with ProgressServer(sink, port=port, host=os.environ.get("KAITEN_HOST") or ALL_INTERFACES):
         yield
 
 
