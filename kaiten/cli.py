@@ -54,6 +54,7 @@ def migrate(
 
 @app.command()
 def cluster(
+    *,
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 6443,
     kubeconfig: Annotated[
         Path, typer.Option(help="Where to write the kubeconfig for kubectl and clients.")
@@ -65,6 +66,13 @@ def cluster(
         Path | None, typer.Option(help="Keep the cluster's objects in this file across restarts.")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    pods_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --simulate: where pods of local-cpu nodes, which run as local processes, "
+            "keep their volumes and logs (default: next to --state, else a temporary folder)."
+        ),
+    ] = None,
 ) -> None:
     """Run the development cluster: a Kubernetes API emulator for the local stack and tests."""
     from localdev.kubeapi.cluster import serve_cluster  # noqa: PLC0415
@@ -75,7 +83,13 @@ def cluster(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await serve_cluster(
-            host, port, kubeconfig.resolve(), state_file=state, simulate=simulate, stop=stop
+            host,
+            port,
+            kubeconfig.resolve(),
+            state_file=state,
+            simulate=simulate,
+            stop=stop,
+            pods_dir=pods_dir.resolve() if pods_dir is not None else None,
         )
 
     asyncio.run(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def server_deployment(name: str, replicas: int, configmap: str) -> dict[str, Any
         "volumeMounts": [
             {"name": "config", "mountPath": "/mnt/config"},
             {"name": "data", "mountPath": "/mnt/data"},
-            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 -- a pod path
         ],
         "readinessProbe": {"httpGet": {"path": "/", "port": 5000}, "periodSeconds": 10},
     }
@@ -133,24 +134,25 @@ async def test_deployment_pods_run_as_processes_with_their_own_ips_and_mapped_mo
     await make_secret(cluster)
     await create(cluster, "apps", "deployments", server_deployment("web", 2, "greeting"))
 
-    pods = await eventually(
-        lambda: p if len(p := pods_of(cluster, "web")) == 2 and all(map(ready, p)) else None,  # noqa: PLR2004
-        timeout=30,
-    )
+    def both_ready() -> list[dict[str, Any]]:
+        pods = pods_of(cluster, "web")
+        return pods if len(pods) == 2 and all(map(ready, pods)) else []
+
+    pods = await eventually(both_ready, timeout=30)
     ips = {p["status"]["podIP"] for p in pods}
-    assert len(ips) == 2, "each pod has its own address, so both listen on port 5000"  # noqa: PLR2004
+    assert len(ips) == 2, "each pod has its own address, so both listen on port 5000"
     assert all(ip.startswith("127.100.") for ip in ips)
     for pod in pods:
         name = pod["metadata"]["name"]
         status, body = await get(f"{cluster.url}/api/v1/namespaces/default/pods/{name}:5000/proxy/")
-        assert status == 200  # noqa: PLR2004
+        assert status == 200
         text, greeting = body.split("|")
         assert greeting == "hola"  # the Secret's key, through valueFrom
         # The ConfigMap's file names /mnt/data: rewritten to this pod's data folder.
         assert text.startswith("output_dir: " + str(tmp_path / "pods" / "default"))
         assert text.endswith("/volumes/data/out")
         status, log = await get(f"{cluster.url}/api/v1/namespaces/default/pods/{name}/log")
-        assert status == 200  # noqa: PLR2004
+        assert status == 200
         assert f"serving on {pod['status']['podIP']}" in log
     deployment = cluster.store.get(("apps", "deployments"), "default", "web")
     assert deployment is not None
@@ -159,7 +161,7 @@ async def test_deployment_pods_run_as_processes_with_their_own_ips_and_mapped_mo
             (cluster.store.get(("apps", "deployments"), "default", "web") or {})
             .get("status", {})
             .get("readyReplicas")
-            == 2  # noqa: PLR2004
+            == 2
         ),
         timeout=10,
     )
@@ -266,7 +268,7 @@ async def test_a_failing_container_reports_its_termination_message(
     await create(cluster, "batch", "jobs", job("told", ok, message))
     await create(cluster, "batch", "jobs", job("crashed", ok, traceback))
     for name, code, text in (("told", 3, "no data"), ("crashed", 1, "CUDA out of memory")):
-        assert await eventually(lambda n=name: job_condition(cluster, n), timeout=30) == "Failed"
+        assert await eventually(partial(job_condition, cluster, name), timeout=30) == "Failed"
         pod = pods_of(cluster, name)[0]
         assert pod["status"]["phase"] == "Failed"
         terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -291,12 +293,12 @@ async def test_a_crashing_deployment_pod_backs_off_and_restarts(
     def backing_off() -> dict[str, Any] | None:
         for pod in pods_of(cluster, "crash"):
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                if status["restartCount"] >= 2 and "waiting" in status["state"]:  # noqa: PLR2004
+                if status["restartCount"] >= 2 and "waiting" in status["state"]:
                     return dict(status)
         return None
 
     status = await eventually(backing_off, timeout=30)
     assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
-    assert status["lastState"]["terminated"]["exitCode"] == 2  # noqa: PLR2004
+    assert status["lastState"]["terminated"]["exitCode"] == 2
     assert "bad config" in status["lastState"]["terminated"]["message"]
     assert not any(map(ready, pods_of(cluster, "crash")))
