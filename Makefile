@@ -39,6 +39,7 @@ typecheck: $(STAMP)
 # OMP_NUM_THREADS=1: with the tiny test model, torch's thread pool costs more than it gains.
 pytest: $(STAMP)
 	scripts/ensure-debian-packages docker-registry
+	scripts/ensure-compose-schema
 	OMP_NUM_THREADS=1 $(BIN)/pytest --ignore=tests/vllm
 
 # Not part of `make test`: installs a CPU build of vLLM (several GB) in .venv-vllm and serves the
