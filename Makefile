@@ -40,6 +40,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	scripts/ensure-debian-packages docker-registry
 	scripts/ensure-compose-schema
+	scripts/ensure-helm $(BIN)/helm
 	OMP_NUM_THREADS=1 $(BIN)/pytest --ignore=tests/vllm
 
 # Not part of `make test`: installs a CPU build of vLLM (several GB) in .venv-vllm and serves the
