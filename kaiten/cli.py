@@ -191,6 +191,56 @@ def serve(
     raise typer.BadParameter("choose transformers or vllm", param_hint="--runtime")
 
 
+@app.command("port-forward")
+def port_forward(
+    target: Annotated[
+        str,
+        typer.Argument(metavar="TARGET", help="svc/NAME, service/NAME, pod/NAME or NAME (a pod)."),
+    ],
+    ports: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[LOCAL:]REMOTE",
+            help="LOCAL:REMOTE, REMOTE (same local port) or :REMOTE (a free local port, printed); "
+            "REMOTE is a service port for svc/ (a number or its name), else a pod port.",
+            show_default=False,
+        ),
+    ],
+    *,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace", "-n", help="Namespace (default: the kubeconfig context's, else default)."
+        ),
+    ] = None,
+    address: Annotated[
+        str, typer.Option(help="Local addresses to listen on, comma separated (localhost: both).")
+    ] = "127.0.0.1",
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Kubeconfig file (default: KUBECONFIG, ~/.kube/config).")
+    ] = None,
+) -> None:
+    """Forward local ports to a pod or a Service, like kubectl port-forward, on the development
+    cluster too: its local-cpu pods are local processes on loopback pod IPs (127.100.x.y), so each
+    connection is piped straight to podIP:port (looked up again per connection, as pods restart).
+    For svc/ a Running and Ready pod the selector matches is picked and the service port mapped to
+    its targetPort. It fails at start when no pod can be found; later, a connection that cannot
+    reach the pod is closed with an error on stderr. Runs until Ctrl-C or SIGTERM. When the pod's
+    IP is not a loopback address (a real cluster), it runs `kubectl port-forward` with the same
+    arguments instead."""
+    from kaiten.portforward import Options  # noqa: PLC0415
+    from kaiten.portforward import main as forward_main  # noqa: PLC0415
+
+    options = Options(
+        target=target,
+        ports=tuple(ports),
+        namespace=namespace,
+        address=address,
+        kubeconfig=kubeconfig,
+    )
+    raise typer.Exit(forward_main(options))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def tune(ctx: typer.Context) -> None:
     """Fine-tune an adapter exactly as the tuning image does: --config FILE --data DIR
@@ -313,6 +363,36 @@ def status() -> None:
     from localdev import stack  # noqa: PLC0415
 
     raise typer.Exit(stack.status())
+
+
+@app.command()
+def logs(
+    service: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SERVICE",
+            help="One log: a service, cluster, nats-server or postgres (default: all).",
+        ),
+    ] = None,
+    *,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="How many of the last lines to print.")
+    ] = 100,
+    raw: Annotated[bool, typer.Option("--raw", help="Print the lines as stored (JSON).")] = False,
+) -> None:
+    """Print the local stack's logs ($KAITEN_HOME/logs), readable: time, level, service, event
+    and fields. Without SERVICE, every log interleaved by time, each line prefixed by its
+    source."""
+    from localdev import stack  # noqa: PLC0415
+    from localdev.logs import SOURCES  # noqa: PLC0415
+
+    if service is not None and service not in SOURCES:
+        typer.echo(f"error: no log named {service!r}; choose one of {', '.join(SOURCES)}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(stack.logs(service, lines=lines, follow=follow, raw=raw))
 
 
 def main() -> None:
