@@ -9,9 +9,11 @@ bound to such a node runs for real, as processes on this machine:
   ``python3`` are this interpreter, so Kaiten's runtimes run from the same installation whatever
   image the pod names;
 - there is no filesystem isolation, so the runner maps mount paths instead: every mount path
-  named in a command-line word, an environment value, the working directory or a ConfigMap's
-  files is rewritten to the volume's folder (``/mnt/config/x.yaml`` becomes
-  ``<pod>/volumes/config-volume/x.yaml``). Mounts under ``/dev`` (``/dev/shm``) are the host's;
+  named in a command-line word, an environment value or the working directory is rewritten to
+  the volume's folder (``/mnt/config/x.yaml`` becomes ``<pod>/volumes/config-volume/x.yaml``).
+  Files are written as they are: a path a program reads from a file it is given (rather than
+  from its command line) is not mapped, so Kaiten's manifests name every path on the command
+  line. Mounts under ``/dev`` (``/dev/shm``) are the host's;
 - each pod gets its own loopback address (127.100.x.y) as its IP, given to the processes as
   ``KAITEN_HOST`` (Kaiten's runtimes listen there), so two pods can both use port 5000;
 - init containers run in order, then the containers together; readiness comes from each
@@ -108,9 +110,9 @@ class Mounts:
         return value
 
     def text(self, content: str) -> str:
-        """Every mount path named in ``content`` (a command-line word, an environment value, a
-        ConfigMap's file) rewritten, wherever it stands: ``--model=/workspace/w`` and
-        ``open('/mnt/data/x')`` too."""
+        """Every mount path named in ``content`` (a command-line word, an environment value)
+        rewritten, wherever it stands: ``--model=/workspace/w`` and ``open('/mnt/data/x')``
+        too."""
         for mount, host in self.pairs:
             pattern = rf"(?<![\w./-]){re.escape(mount)}(?=$|[/\s\"',:;\]}})])"
             content = re.sub(pattern, host.replace("\\", "\\\\"), content, flags=re.MULTILINE)
@@ -676,7 +678,6 @@ class LocalPods:
                     )
                 await asyncio.sleep(1.0)
         containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
-        all_pairs: list[tuple[str, str]] = []
         by_container: dict[str, Mounts] = {}
         for c in containers:
             pairs = []
@@ -691,15 +692,6 @@ class LocalPods:
             message = c.get("terminationMessagePath", DEFAULT_TERMINATION_PATH)
             pairs.append((message, str(run.folder / "termination" / c["name"])))
             by_container[c["name"]] = Mounts.of(pairs)
-            all_pairs += pairs
-        # A file in a ConfigMap may name any mount of the pod (a training config's output_dir).
-        everywhere = Mounts.of(all_pairs)
-        for volume in spec.get("volumes") or []:
-            if "configMap" in volume:
-                for path in folders[volume["name"]].rglob("*"):
-                    if path.is_file():
-                        with contextlib.suppress(UnicodeDecodeError):
-                            path.write_text(everywhere.text(path.read_text()))
         return by_container
 
     def _volume(self, run: PodRun, pod: Obj, volume: Obj) -> Path:

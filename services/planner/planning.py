@@ -685,6 +685,8 @@ def _plan_tuning(
             DATA_DIR,
             "--model",
             TFS_WEIGHTS,
+            "--output",
+            config.output_dir,
         ),
         tuning=TuningPlan(
             method=method,

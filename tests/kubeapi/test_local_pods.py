@@ -18,12 +18,13 @@ from localdev.kubeapi.localpods import INSTANCE_TYPE_LABEL, LOCAL_CPU, LocalPods
 from localdev.kubeapi.simulate import SimOptions, Simulator
 from tests.support.polling import eventually
 
-# Serves GET / with the file argv[1] and $GREETING, on $KAITEN_HOST:argv[2].
+# Serves GET / with the file argv[1], $GREETING and argv[3], on $KAITEN_HOST:argv[2].
 SERVER = """
 import http.server, os, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = (open(sys.argv[1]).read() + "|" + os.environ.get("GREETING", "")).encode()
+        parts = [open(sys.argv[1]).read(), os.environ.get("GREETING", ""), sys.argv[3]]
+        body = "|".join(parts).encode()
         self.send_response(200)
         self.end_headers()
         self.wfile.write(body)
@@ -77,7 +78,14 @@ def server_deployment(name: str, replicas: int, configmap: str) -> dict[str, Any
     container = {
         "name": "server",
         "image": "ghcr.io/kaiten-dev/anything:1",
-        "command": ["python3", "-c", SERVER, "/mnt/config/greeting.txt", "5000"],
+        "command": [
+            "python3",
+            "-c",
+            SERVER,
+            "/mnt/config/greeting.txt",
+            "5000",
+            "--out=/mnt/data/out",
+        ],
         "ports": [{"name": "http", "containerPort": 5000}],
         "env": [
             {"name": "WHO", "value": "world"},
@@ -146,11 +154,12 @@ async def test_deployment_pods_run_as_processes_with_their_own_ips_and_mapped_mo
         name = pod["metadata"]["name"]
         status, body = await get(f"{cluster.url}/api/v1/namespaces/default/pods/{name}:5000/proxy/")
         assert status == 200
-        text, greeting = body.split("|")
+        text, greeting, flag = body.split("|")
+        assert text == "output_dir: /mnt/data/out"  # the ConfigMap's file, as it is
         assert greeting == "hola"  # the Secret's key, through valueFrom
-        # The ConfigMap's file names /mnt/data: rewritten to this pod's data folder.
-        assert text.startswith("output_dir: " + str(tmp_path / "pods" / "default"))
-        assert text.endswith("/volumes/data/out")
+        # A path on the command line is mapped to this pod's data folder.
+        assert flag.startswith("--out=" + str(tmp_path / "pods" / "default"))
+        assert flag.endswith("/volumes/data/out")
         status, log = await get(f"{cluster.url}/api/v1/namespaces/default/pods/{name}/log")
         assert status == 200
         assert f"serving on {pod['status']['podIP']}" in log
