@@ -243,6 +243,8 @@ class Simulator:
                 if owner is not None:
                     self._queue.put_nowait((owner, meta.get("namespace", ""), ref.get("name", "")))
         if change.type == "DELETED":
+            if change.resource == POD_KEY:
+                self._retry_unscheduled()
             if change.resource == POD_KEY and self.local is not None:
                 task = asyncio.get_running_loop().create_task(self.local.forget(meta["uid"]))
                 self._forgetting.add(task)
@@ -250,10 +252,18 @@ class Simulator:
             return
         if change.resource in WORKLOADS or change.resource == POD_KEY:
             self._enqueue(change.resource, change.obj)
-        if change.resource == NODE_KEY:
-            for pod in self.api.store.list(POD_KEY):
-                if not pod.get("spec", {}).get("nodeName"):
-                    self._enqueue(POD_KEY, pod)
+        finished = change.resource == POD_KEY and (change.obj.get("status") or {}).get("phase") in (
+            "Succeeded",
+            "Failed",
+        )
+        if change.resource == NODE_KEY or finished:
+            self._retry_unscheduled()
+
+    def _retry_unscheduled(self) -> None:
+        """A node joined or a pod freed its GPUs: pending pods try to schedule again."""
+        for pod in self.api.store.list(POD_KEY):
+            if not pod.get("spec", {}).get("nodeName"):
+                self._enqueue(POD_KEY, pod)
 
     def _enqueue(self, key: tuple[str, str], obj: Obj) -> None:
         meta = obj["metadata"]

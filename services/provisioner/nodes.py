@@ -137,11 +137,22 @@ def is_provisioned(node: Mapping[str, Any]) -> bool:
     return MACHINE_TYPE_LABEL in labels or NODEPOOL_LABEL in labels
 
 
+def owner_of(node: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (namespace, name) of the Workspace a provisioned node was made for, from its labels."""
+    labels = labels_of(node)
+    if WORKSPACE_LABEL not in labels:
+        return None
+    return labels.get(WORKSPACE_NAMESPACE_LABEL, ""), labels[WORKSPACE_LABEL]
+
+
 def matches(node: Mapping[str, Any], target: Target) -> bool:
-    """Ready, carries the selector's labels, and is preferred or of the instance type (any type
-    when the plan names none, as in bring-your-own mode)."""
+    """Ready, not made for another Workspace, carries the selector's labels, and is preferred or
+    of the instance type (any type when the plan names none, as in bring-your-own mode)."""
     if not node_ready(node):
         return False
+    owner = owner_of(node)
+    if owner is not None and owner != (target.ref.namespace, target.ref.name):
+        return False  # another Workspace's GPU node: taking it would starve that Workspace
     labels = labels_of(node)
     if any(labels.get(k) != v for k, v in target.selection.label_selector.items()):
         return False
@@ -154,13 +165,20 @@ def select_nodes(
     nodes: Iterable[Mapping[str, Any]], target: Target, previous: Sequence[str]
 ) -> list[Mapping[str, Any]]:
     """Matching nodes in Kaito's order: preferred, then the workspace's current worker nodes,
-    then provisioned nodes, then by name; at most ``node_count``."""
+    then the nodes made for it, then provisioned nodes, then by name; at most ``node_count``."""
     preferred = set(target.selection.preferred_nodes)
     workers = set(previous)
+    own = (target.ref.namespace, target.ref.name)
 
-    def key(node: Mapping[str, Any]) -> tuple[bool, bool, bool, str]:
+    def key(node: Mapping[str, Any]) -> tuple[bool, bool, bool, bool, str]:
         name = name_of(node)
-        return (name not in preferred, name not in workers, not is_provisioned(node), name)
+        return (
+            name not in preferred,
+            name not in workers,
+            owner_of(node) != own,
+            not is_provisioned(node),
+            name,
+        )
 
     candidates = sorted((n for n in nodes if matches(n, target)), key=key)
     return candidates[: target.node_count]

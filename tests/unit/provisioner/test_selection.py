@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from services.provisioner.nodes import Ready, Target, assess, matches, select_nodes
-from tests.unit.provisioner.objects import A100, V100, node, provisioned, target
+from tests.unit.provisioner.objects import A100, REF, V100, node, provisioned, target
 
 
 def chosen(
@@ -148,3 +148,33 @@ def test_assess_reports_the_selected_nodes_in_order_and_creates_nothing_when_the
     assert result.selected == ("user-c", "user-a")
     assert result.create == ()
     assert result.outcome == Ready(("user-c", "user-a"))
+
+
+def made_for(ref_namespace: str, ref_name: str, name: str) -> dict[str, Any]:
+    return provisioned(name) | {
+        "metadata": {
+            "name": name,
+            "labels": {
+                **provisioned(name)["metadata"]["labels"],
+                "kaito.sh/workspace": ref_name,
+                "kaito.sh/workspacenamespace": ref_namespace,
+            },
+        }
+    }
+
+
+def test_a_node_made_for_another_workspace_is_never_taken() -> None:
+    """Two Workspaces with the same selector (the seeds' phi-3 pair in two namespaces): each
+    keeps the node made for it, even where the other's sorts first by name."""
+    other = made_for("team-b", REF.name, "aaa-other")
+    mine = made_for(REF.namespace, REF.name, "zzz-mine")
+    assert chosen([other, mine], target()) == ["zzz-mine"]
+    assert chosen([other], target()) == []
+    assert not matches(other, target())
+    # Even as a stale worker of this workspace, another's node is dropped.
+    assert chosen([other, mine], target(), previous=["aaa-other"]) == ["zzz-mine"]
+
+
+def test_the_workspaces_own_node_ranks_before_other_free_nodes() -> None:
+    mine = made_for(REF.namespace, REF.name, "zzz-mine")
+    assert chosen([provisioned("aaa-free"), mine], target()) == ["zzz-mine"]
