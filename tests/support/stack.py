@@ -262,13 +262,13 @@ def stack_environment(home: Path, nats_url: str, database_url: str, tag: str) ->
 
 @contextlib.contextmanager
 def running_stack(
-    home: Path, nats_url: str, database_url: str, **extra_env: str
+    home: Path, nats_url: str, database_url: str, *, start: bool = True, **extra_env: str
 ) -> Iterator[Stack]:
     """``kaiten up`` with ``KAITEN_HOME=home``, on the NATS server of ``nats_url`` (a stream and
     subject prefix of its own) and a new database on the PostgreSQL server of ``database_url``,
     with ``extra_env`` on top; ``kaiten down`` on exit, then the database and stream are removed.
     An exception leaving the block (a failed assertion) carries the tail of every log as a
-    note."""
+    note. ``start=False``: the caller brings it up (``make up``), the block still takes it down."""
     tag = uuid.uuid4().hex[:10]
     database = f"kaiten_e2e_{tag}"
     stack_db = run_async(infra.create_database(database_url, database))
@@ -276,7 +276,8 @@ def running_stack(
     stack = Stack(home, env, nats_url, stack_db, env["KAITEN_STREAM"])
     try:
         try:
-            stack.up()
+            if start:
+                stack.up()
             yield stack
         except BaseException as e:  # pytest.fail() raises a BaseException
             if not isinstance(e, KeyboardInterrupt | GeneratorExit):
