@@ -42,12 +42,12 @@ from urllib.parse import unquote, urlsplit
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "TERMINATION_LOG",
-    "termination_log_path",
     "DownloadError",
     "download",
     "main",
     "redact",
     "safe_name",
+    "termination_log_path",
     "write_termination_log",
 ]
 
@@ -63,6 +63,8 @@ def termination_log_path() -> Path:
     """Where Kubernetes reads the termination message: ``$KAITEN_TERMINATION_LOG`` (set by the
     embedded stack's local pod runner) or the default ``/dev/termination-log``."""
     return Path(os.environ.get("KAITEN_TERMINATION_LOG") or TERMINATION_LOG)
+
+
 MAX_NAME = 200
 USER_AGENT = "kaiten-data-downloader"
 
