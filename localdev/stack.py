@@ -45,9 +45,6 @@ DATABASE = "kaiten"
 PORT_BASE_ENV = "KAITEN_PORT_BASE"
 READY_TIMEOUT_S = 60.0
 
-# What `up` cannot start yet, and the issue that brings it. Shrinks as the stack grows.
-NOT_YET: tuple[str, ...] = ()
-
 
 @dataclass(frozen=True)
 class Ports:
@@ -388,22 +385,27 @@ def _print_summary(state: dict[str, Any], ports: Ports) -> None:
     print("Kaiten is up on the embedded local stack.")
     print(f"  NATS        {nats['url']} ({how[nats['started']]})")
     print(f"  PostgreSQL  {pg['url']} ({how[pg['started']]})")
-    print(f"  cluster     {state['cluster']['url']} (development cluster, simulated nodes)")
+    print(
+        f"  cluster     {state['cluster']['url']} (development cluster: simulated GPU nodes; "
+        "local-cpu pods run as processes)"
+    )
     for name in SERVICE_NAMES:
         port = ports.health[name]
         print(f"  {name:<11} ready, http://127.0.0.1:{port}/readyz and /metrics")
     print(f"  webhook     https://127.0.0.1:{ports.webhook}/validate (served by the watcher)")
     print(f"  logs        {home() / 'logs'} (kaiten logs [SERVICE] [-f])")
     kubectl = Path(sys.executable).parent / "kubectl"
+    kaiten = Path(sys.executable).parent / "kaiten"
     print("Try:")
     print(f"  export KUBECONFIG={home() / 'kubeconfig'}")
-    print(f"  {kubectl} get nodes,namespaces")
-    print(f"  {kubectl} apply -f /path/to/workspace.yaml   # admission runs in the watcher")
-    print(f"  {kubectl} get workspaces")
-    if NOT_YET:
-        print("Not there yet:")
-        for item in NOT_YET:
-            print(f"  - {item}")
+    print(f"  {kubectl} apply -f examples/tiny-chat.yaml   # a tiny model that really runs here")
+    print(f"  {kubectl} wait --for=condition=WorkspaceSucceeded workspace/tiny-chat --timeout=300s")
+    print(f"  {kaiten} port-forward svc/tiny-chat 8080:80 &")
+    print(
+        "  curl -s localhost:8080/chat -H 'content-type: application/json' "
+        '-d \'{"prompt": "Hello"}\''
+    )
+    print(f"  {kubectl} get workspaces,nodeclaims,pods   # the README walks through more")
     print("Stop everything with: make down")
 
 
