@@ -68,6 +68,33 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def event_about(obj: Obj, kind: str, reason: str, message: str, component: str) -> Obj:
+    """A core/v1 Event about ``obj`` (a Pod unless it says otherwise), as a kubelet or the
+    scheduler writes one."""
+    meta = obj["metadata"]
+    now = now_rfc3339()
+    return {
+        "metadata": {
+            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+            "namespace": meta.get("namespace") or "default",
+        },
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"),
+            "kind": obj.get("kind", "Pod"),
+            "name": meta["name"],
+            "namespace": meta.get("namespace", ""),
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "source": {"component": component},
+    }
+
+
 class Api:
     """The cluster's API as method calls. The HTTP server and the simulated controllers both use
     it, so a controller's write follows exactly the rules a client's does."""

@@ -38,7 +38,6 @@ import shutil
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from localdev.kubeapi.api import Api, now_rfc3339
+from localdev.kubeapi.api import Api, event_about, now_rfc3339
 from localdev.kubeapi.errors import ApiError
 from localdev.kubeapi.store import Obj
 
@@ -788,26 +787,7 @@ class LocalPods:
                     return
 
     async def _event(self, run: PodRun, kind: str, reason: str, message: str) -> None:
-        now = now_rfc3339()
-        event: Obj = {
-            "metadata": {
-                "name": f"{run.name}.{uuid.uuid4().hex[:16]}",
-                "namespace": run.namespace,
-            },
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": run.name,
-                "namespace": run.namespace,
-                "uid": run.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "source": {"component": "kubelet", "host": "local"},
-        }
+        pod = {"metadata": {"name": run.name, "namespace": run.namespace, "uid": run.uid}}
+        event = event_about(pod, kind, reason, message, "kubelet")
         with contextlib.suppress(ApiError):
             await self.api.create(self.api.types[("", "events")], "v1", run.namespace, event)

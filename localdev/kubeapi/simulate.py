@@ -16,14 +16,13 @@ import copy
 import hashlib
 import json
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from localdev.kubeapi.api import Api, now_rfc3339
+from localdev.kubeapi.api import Api, event_about, now_rfc3339
 from localdev.kubeapi.errors import ApiError
 from localdev.kubeapi.localpods import LocalPods
 from localdev.kubeapi.resources import ResourceType
@@ -601,28 +600,9 @@ class Simulator:
     # --- helpers ---------------------------------------------------------------------------
 
     async def _event(self, obj: Obj, kind: str, reason: str, message: str) -> None:
-        meta = obj["metadata"]
-        now = now_rfc3339()
-        namespace = meta.get("namespace") or "default"
-        event: Obj = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", "v1"),
-                "kind": obj.get("kind", "Pod"),
-                "name": meta["name"],
-                "namespace": meta.get("namespace", ""),
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "source": {
-                "component": "kubelet" if reason != "FailedScheduling" else "default-scheduler"
-            },
-        }
+        component = "kubelet" if reason != "FailedScheduling" else "default-scheduler"
+        event = event_about(obj, kind, reason, message, component)
+        namespace = event["metadata"]["namespace"]
         await self.api.create(self._rt(("", "events")), "v1", namespace, event)
 
     async def _set_status(self, key: tuple[str, str], obj: Obj, status: Obj) -> None:
