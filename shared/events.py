@@ -237,6 +237,15 @@ def outcome_key(events: Sequence[EventData]) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
+def previous_outcome(published_key: str | None, published_at: datetime) -> str:
+    """The ``after`` of a service's next report: what it last published and when it recorded
+    that. A retry of the same transition (the row unchanged) gets the same message id and is
+    dropped as a duplicate; an outcome that comes back a second time (Ready, Pending, Ready,
+    Pending, Ready within JetStream's duplicate window) is news, because the record time
+    differs."""
+    return f"{published_key or ''}@{published_at.isoformat()}"
+
+
 EVENT_MODELS: dict[EventType, type[EventData]] = {
     model.event_type: model
     for model in (

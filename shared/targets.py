@@ -52,6 +52,7 @@ class Stored:
     state: str  # active | deleting
     published_key: str | None
     phase: str | None
+    updated_at: datetime
 
 
 class Locked:
@@ -202,4 +203,5 @@ def _stored(row: Any) -> Stored:
         state=row.state,
         published_key=row.published_key,
         phase=row.phase,
+        updated_at=row.updated_at,
     )

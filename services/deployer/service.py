@@ -28,6 +28,7 @@ from shared.events import (
     WorkspaceRef,
     condition_reported,
     outcome_key,
+    previous_outcome,
 )
 from shared.kube import Manifest
 from shared.labels import WORKSPACE_LABEL
@@ -88,7 +89,11 @@ class Deployer(WorkloadService):
                 return
             # A change back to an earlier outcome must not be taken for a duplicate of it.
             await self.bus.report(
-                ref, events, now=self.clock(), cause=cause, after=stored.published_key or ""
+                ref,
+                events,
+                now=self.clock(),
+                cause=cause,
+                after=previous_outcome(stored.published_key, stored.updated_at),
             )
             await lock.record(key, self.clock(), phase=_phase(events))
             log.info("inference.assessed", workspace=ref.key, outcome=_summary(events))

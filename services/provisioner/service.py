@@ -67,6 +67,7 @@ from shared.events import (
     WorkspaceDeleting,
     WorkspaceRef,
     outcome_key,
+    previous_outcome,
 )
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 
@@ -147,7 +148,11 @@ class Provisioner:
                 return
             # A change back to an earlier outcome must not be taken for a duplicate of it.
             await self.bus.report(
-                target.ref, events, now=self.clock(), cause=cause, after=stored.published_key or ""
+                target.ref,
+                events,
+                now=self.clock(),
+                cause=cause,
+                after=previous_outcome(stored.published_key, stored.updated_at),
             )
             workers = (
                 assessment.outcome.nodes

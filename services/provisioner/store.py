@@ -26,6 +26,7 @@ class Stored:
     state: str  # active | deleting
     worker_nodes: tuple[str, ...]
     published_key: str | None
+    updated_at: datetime
 
 
 class Locked:
@@ -145,4 +146,5 @@ def _stored(row: Any) -> Stored:
         state=row.state,
         worker_nodes=tuple(row.worker_nodes or ()),
         published_key=row.published_key,
+        updated_at=row.updated_at,
     )

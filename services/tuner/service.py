@@ -34,7 +34,7 @@ from services.tuner.status import (
 from shared.bus import Bus, Clock
 from shared.cluster import ClusterApi
 from shared.errors import KaitenError, PermanentError
-from shared.events import Envelope, EventData, WorkspaceRef, outcome_key
+from shared.events import Envelope, EventData, WorkspaceRef, outcome_key, previous_outcome
 from shared.kube import AlreadyExistsError, Manifest
 from shared.labels import REVISION_ANNOTATION, WORKSPACE_LABEL
 from shared.manifests import MANAGED_BY, Target
@@ -121,7 +121,7 @@ class Tuner(WorkloadService):
                 [*events, *announce],
                 now=self.clock(),
                 cause=cause,
-                after=stored.published_key or "",
+                after=previous_outcome(stored.published_key, stored.updated_at),
             )
             await lock.record(key, self.clock(), phase=assessed.phase)
             self.log.info(

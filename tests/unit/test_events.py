@@ -39,6 +39,7 @@ from shared.events import (
     event_subject,
     event_type_filter,
     new_event,
+    previous_outcome,
     subject_token,
 )
 from tests.support.plans import minimal_plan
@@ -129,6 +130,18 @@ def test_a_fact_that_comes_back_after_another_is_not_a_duplicate() -> None:
     first, again = ready.msg_id(after="pending-key"), ready.msg_id(after="failed-key")
     assert first != again
     assert again == ready.msg_id(after="failed-key")
+
+
+def test_a_transition_that_comes_back_a_second_time_is_news_too() -> None:
+    """Pending -> Ready, then (a restart) Pending -> Ready again inside the duplicate window: the
+    same transition, but recorded at another time, so JetStream must not drop it; a retry of one
+    transition (the stored row unchanged) keeps its id."""
+    ready = new_event(ResourcesReady(node_names=("n1",)), source="deployer", workspace=WS, now=NOW)
+    once = ready.msg_id(after=previous_outcome("pending-key", NOW))
+    later = NOW.replace(minute=(NOW.minute + 1) % 60)
+    twice = ready.msg_id(after=previous_outcome("pending-key", later))
+    assert once != twice
+    assert once == ready.msg_id(after=previous_outcome("pending-key", NOW))
 
 
 def envelope_dict(**overrides: Any) -> dict[str, Any]:
