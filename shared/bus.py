@@ -26,6 +26,7 @@ import structlog
 from faststream.middlewares import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.subscriber.usecases import stream_pull_subscriber
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -55,6 +56,14 @@ Handler = Callable[[Envelope[Any]], Awaitable[None]]
 Clock = Callable[[], datetime]
 
 DEADLETTER_REASON = "EventDeadLettered"
+
+
+# faststream 0.7's pull loop suppresses ``nats.errors.TimeoutError`` around ``fetch()``, but
+# nats-py 2.16's ``_fetch_n`` raises the builtin ``TimeoutError`` when its deadline runs out
+# between its two requests. That killed the pull task every so often until faststream's supervisor
+# restarted it, with a traceback and non-JSON INFO lines in every service's log. The builtin is
+# the base class of nats' own, so suppressing it there covers both.
+stream_pull_subscriber.TimeoutError = TimeoutError  # type: ignore[attr-defined,assignment]
 
 
 def utcnow() -> datetime:
