@@ -40,6 +40,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	scripts/ensure-debian-packages docker-registry
 	scripts/ensure-compose-schema
+	scripts/ensure-asyncapi-schema
 	scripts/ensure-helm $(BIN)/helm
 	OMP_NUM_THREADS=1 $(BIN)/pytest --ignore=tests/vllm
 

@@ -395,5 +395,75 @@ def logs(
     raise typer.Exit(stack.logs(service, lines=lines, follow=follow, raw=raw))
 
 
+@app.command()
+def asyncapi(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="First subject token.")] = "kaiten",
+) -> None:
+    """Print the AsyncAPI 3.0 document of every event subject and payload (docs/asyncapi.yaml)."""
+    from shared.asyncapi import asyncapi_document, render_yaml  # noqa: PLC0415
+
+    text = render_yaml(asyncapi_document(prefix))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@app.command()
+def events(
+    *,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="After the replay, print new events until Ctrl-C."),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DURATION|TIME",
+            help="Start here: a duration back from now (45s, 10m, 2h, 1h30m, 3d) or an RFC 3339 "
+            "time (2026-11-21T12:00:00Z; without a zone, local time). Default: the oldest event.",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace's workspaces.")
+    ] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", metavar="NAME", help="Only workspaces of this name."),
+    ] = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type", metavar="TYPE", help="Only this event type (plan.ready ...) or deadletter."
+        ),
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="table, or json: one stored event per line.")
+    ] = "table",
+) -> None:
+    """Read the event stream (NATS_URL, KAITEN_STREAM): one line per event with time, type,
+    source, workspace, correlation id and a summary; exit once caught up, or with --follow keep
+    printing. Filters narrow on the server; nothing is left on the stream."""
+    from kaiten import events as ev  # noqa: PLC0415
+
+    try:
+        options = ev.build_options(
+            follow=follow,
+            since=since,
+            namespace=namespace,
+            workspace=workspace,
+            event_type=event_type,
+            output=output,
+        )
+    except ev.UsageError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    raise typer.Exit(ev.main(options, Settings()))
+
+
 def main() -> None:
     app()
