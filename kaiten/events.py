@@ -65,6 +65,7 @@ from shared.events import (
     WorkspaceDeleting,
     WorkspaceObserved,
     decode_event,
+    duration,
     subject_token,
 )
 from shared.settings import Settings
@@ -273,15 +274,6 @@ def _cleanup(d: CleanupDone) -> str:
     return f"removed {len(d.deleted)}: {', '.join(d.deleted)}"
 
 
-def _duration(seconds: float) -> str:
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
 def _progress(d: TuningProgress) -> str:
     if d.total_steps:
         parts = [f"job {d.job} step {d.step}/{d.total_steps} ({100 * d.step // d.total_steps}%)"]
@@ -292,7 +284,7 @@ def _progress(d: TuningProgress) -> str:
     if d.epoch is not None:
         parts.append(f"epoch {d.epoch:.2f}")
     if d.eta_seconds is not None:
-        parts.append(f"eta {_duration(d.eta_seconds)}")
+        parts.append(f"eta {duration(d.eta_seconds)}")
     return ", ".join(parts)
 
 

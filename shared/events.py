@@ -229,6 +229,18 @@ class TuningFailed(EventData):
     message: str
 
 
+def duration(seconds: float) -> str:
+    """A time span for people: ``45s``, ``2m05s``, ``1h10m``."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
 def outcome_key(events: Sequence[EventData]) -> str:
     """A digest of what a service is about to publish: equal keys, nothing new to say."""
     content = json.dumps(

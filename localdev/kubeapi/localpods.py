@@ -49,10 +49,10 @@ from aiohttp import web
 from localdev.kubeapi.api import Api, event_about, now_rfc3339
 from localdev.kubeapi.errors import ApiError
 from localdev.kubeapi.store import Obj
+from presets.catalog import LOCAL_CPU
 
 log = structlog.get_logger(__name__)
 
-LOCAL_CPU = "local-cpu"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 POD_KEY = ("", "pods")
 NODE_KEY = ("", "nodes")

@@ -392,14 +392,14 @@ def write_termination_log(path: Path, message: str) -> None:
         path.write_text(message, encoding="utf-8")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
@@ -423,13 +423,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dest", type=Path, required=True, metavar="DIR", help="target folder")
     parser.add_argument(
         "--attempts",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_ATTEMPTS,
         help="attempts per URL (default %(default)s)",
     )
     parser.add_argument(
         "--delay",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_DELAY_S,
         metavar="SECONDS",
         help="pause between attempts (default %(default)s)",
@@ -443,7 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_BYTES,
         metavar="N",
         help="largest file accepted (default %(default)s, 100 GiB)",

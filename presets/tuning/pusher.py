@@ -30,7 +30,12 @@ from presets.oci import (
     parse_reference,
     push_adapter,
 )
-from presets.tuning.download import termination_log_path, write_termination_log
+from presets.tuning.download import (
+    non_negative_float,
+    positive_int,
+    termination_log_path,
+    write_termination_log,
+)
 
 __all__ = [
     "DEFAULT_TRAINER_MATCH",
@@ -192,20 +197,6 @@ def _credentials(image: str, configs: Sequence[Path], ca_file: Path | None) -> C
 # ---------------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m presets.tuning.pusher",
@@ -238,27 +229,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--poll",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_POLL_S,
         metavar="SECONDS",
         help="pause between checks (default %(default)s)",
     )
     parser.add_argument(
         "--startup-grace",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_STARTUP_GRACE_S,
         metavar="SECONDS",
         help="how long the trainer may take to appear (default %(default)s)",
     )
     parser.add_argument(
         "--attempts",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_ATTEMPTS,
         help="push attempts (default %(default)s)",
     )
     parser.add_argument(
         "--retry-delay",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_RETRY_DELAY_S,
         metavar="SECONDS",
         help="pause between push attempts (default %(default)s)",

@@ -34,6 +34,7 @@ from shared.events import (
     TuningSucceeded,
     WorkspaceRef,
     condition_reported,
+    duration,
 )
 from shared.pods import (
     CONTAINER_START_ERROR,
@@ -129,17 +130,6 @@ def progress_message(progress: Progress) -> str:
     if progress.eta_seconds is not None:
         parts.append(f"about {duration(progress.eta_seconds)} left")
     return ", ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def assess(

@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 
 from localdev.kubeapi.cluster import DevCluster
-from localdev.kubeapi.localpods import INSTANCE_TYPE_LABEL, LOCAL_CPU, LocalPods
+from localdev.kubeapi.localpods import INSTANCE_TYPE_LABEL, LocalPods
 from localdev.kubeapi.simulate import SimOptions, Simulator
+from presets.catalog import LOCAL_CPU
 from tests.support.polling import eventually
 
 # Serves GET / with the file argv[1], $GREETING and argv[3], on $KAITEN_HOST:argv[2].

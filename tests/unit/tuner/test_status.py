@@ -31,7 +31,6 @@ from services.tuner.status import (
     Phase,
     Progress,
     assess,
-    duration,
     outcome,
     parse_progress,
     progress_message,
@@ -45,6 +44,7 @@ from shared.events import (
     TuningStarted,
     TuningSucceeded,
     WorkspaceRef,
+    duration,
 )
 from shared.labels import REVISION_ANNOTATION
 from shared.pods import (
