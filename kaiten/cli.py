@@ -465,5 +465,20 @@ def events(
     raise typer.Exit(ev.main(options, Settings()))
 
 
+@app.command()
+def history(
+    target: Annotated[str, typer.Argument(metavar="NAMESPACE/NAME")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="text, or json: one object per generation.")
+    ] = "text",
+) -> None:
+    """Every generation of a Workspace from the audit log (DATABASE_URL): when it reached each
+    phase (observed, planned, nodes requested and ready, workload created, pods ready, tuning
+    started and finished, succeeded or failed) and how long each took."""
+    from kaiten import history as hist  # noqa: PLC0415
+
+    raise typer.Exit(hist.main(target, output, Settings()))
+
+
 def main() -> None:
     app()

@@ -20,13 +20,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
+from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from faststream.nats.message import NatsBatchMessage
 from faststream.nats.subscriber.usecases import stream_pull_subscriber
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
@@ -52,6 +55,8 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+# The batch a sink's handler receives (faststream injects it by this annotation).
+BatchMessage = Annotated[NatsBatchMessage, Context("message")]
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
 Clock = Callable[[], datetime]
 
@@ -78,6 +83,32 @@ class Subscription:
     event_type: EventType
     handler: Handler
     failure_condition: str | None = "WorkspaceSucceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """One message as the stream delivered it, undecoded."""
+
+    subject: str
+    body: bytes
+    sequence: int
+    published_at: datetime
+
+
+BatchHandler = Callable[[Sequence[Delivered]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSink:
+    """Every message of the stream (events and dead letters), in batches, to ``handler``: a
+    durable consumer ``<service>-<name>`` that never gives up on a message. The handler must
+    store what it cannot read rather than raise on it; when it raises (its database is down),
+    the batch is delivered again after a back-off."""
+
+    name: str
+    handler: BatchHandler
+    batch_size: int = 256
+    max_wait_s: float = 0.2
 
 
 def retry_delay(deliveries: int, base: float, cap: float) -> float:
@@ -175,6 +206,51 @@ class Bus:
             await deliver(sub, name, msg)
 
         consume.__name__ = f"on_{sub.event_type.value.replace('.', '_')}"
+        subscriber(consume)
+
+    def sink(self, sink: StreamSink) -> None:
+        """Register ``sink`` before ``start()``. A new consumer starts at the oldest message."""
+        settings = self.settings
+        name = f"{self.service}-{sink.name}"
+        subscriber = self._broker.subscriber(
+            stream_subjects(settings.subject_prefix)[0],
+            stream=self._stream,
+            durable=name,
+            pull_sub=PullSub(batch_size=sink.batch_size, timeout=sink.max_wait_s, batch=True),
+            config=ConsumerConfig(
+                durable_name=name,
+                ack_wait=settings.ack_wait_s,
+                max_deliver=-1,
+                max_ack_pending=sink.batch_size * 4,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+        )
+        retry_base, retry_max = settings.retry_base_s, settings.retry_max_s
+
+        async def consume(msg: BatchMessage) -> None:
+            raw: list[Msg] = list(msg.raw_message)
+            batch = [
+                Delivered(
+                    subject=m.subject,
+                    body=m.data,
+                    sequence=m.metadata.sequence.stream,
+                    published_at=m.metadata.timestamp,
+                )
+                for m in raw
+            ]
+            try:
+                await sink.handler(batch)
+            except Exception:
+                deliveries = max((m.metadata.num_delivered or 1) for m in raw) if raw else 1
+                delay = retry_delay(deliveries, retry_base, retry_max)
+                log.exception("sink.retry", sink=name, messages=len(raw), retry_in_s=delay)
+                for m in raw:
+                    await m.nak(delay=delay)
+                return
+            for m in raw:
+                await m.ack()
+
+        consume.__name__ = f"sink_{sink.name.replace('-', '_')}"
         subscriber(consume)
 
     async def start(self) -> None:

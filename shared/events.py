@@ -229,8 +229,13 @@ class TuningFailed(EventData):
     message: str
 
 
-def duration(seconds: float) -> str:
-    """A time span for people: ``45s``, ``2m05s``, ``1h10m``."""
+def duration(seconds: float, *, precise: bool = False) -> str:
+    """A time span for people: ``45s``, ``2m05s``, ``1h10m``; with ``precise``, spans under a
+    minute keep their fraction: ``350ms``, ``1.25s``, ``12.4s``."""
+    if precise and seconds < 60:  # noqa: PLR2004
+        if seconds < 1:
+            return f"{round(seconds * 1000)}ms"
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"  # noqa: PLR2004
     total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry
 
-from shared.bus import Bus, Clock, Subscription, subscriptions_by_type, utcnow
+from shared.bus import Bus, Clock, StreamSink, Subscription, subscriptions_by_type, utcnow
 from shared.db import Database
 from shared.errors import ConfigError
 from shared.health import HealthServer
@@ -56,6 +56,8 @@ class ServiceSpec:
     # Extra servers or tasks (the watcher's admission webhook): entered once the bus runs,
     # exited before it stops.
     lifespan: Callable[[ServiceContext], AbstractAsyncContextManager[Any]] | None = None
+    # Consumers of the whole stream (the watcher's audit log).
+    sinks: Callable[[ServiceContext], Sequence[StreamSink]] | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
 
@@ -78,6 +80,8 @@ async def serve(spec: ServiceSpec, settings: Settings, stop: asyncio.Event) -> N
         subscriptions = subscriptions_by_type(spec.handlers(ctx))
         for sub in subscriptions.values():
             bus.subscribe(sub)
+        for sink in spec.sinks(ctx) if spec.sinks is not None else ():
+            bus.sink(sink)
 
         health = HealthServer(
             settings.health_host,

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
+import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import SQLAlchemyError
 
 from presets.catalog import default_catalog
+from services.watcher.audit import AuditLog
 from services.watcher.kubeapi import WorkspaceApi
 from services.watcher.service import Watcher, WatcherOptions
 from services.watcher.store import WatcherStore
 from services.watcher.webhook import WebhookSettings, serve_webhook
-from shared.bus import Subscription
+from shared.bus import StreamSink, Subscription
 from shared.events import EventType
 from shared.runner import ServiceContext, ServiceSpec
 from shared.workspace.validation import ValidationContext
+
+log = structlog.get_logger(__name__)
 
 
 class WatcherSettings(BaseSettings):
@@ -31,6 +36,11 @@ class WatcherSettings(BaseSettings):
         default=300.0, gt=0, description="Seconds deletion waits for CleanupDone. Default 300."
     )
     watch_timeout_s: int = Field(default=300, gt=0, description="Seconds per watch request.")
+    audit_retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Days the audit log keeps each message (0: forever). Default 90.",
+    )
 
 
 def make_watcher(ctx: ServiceContext) -> Watcher:
@@ -43,7 +53,14 @@ def make_watcher(ctx: ServiceContext) -> Watcher:
         cleanup_timeout_s=settings.cleanup_timeout_s,
         watch_timeout_s=settings.watch_timeout_s,
     )
-    return Watcher(WorkspaceApi(ctx.kube), WatcherStore(ctx.db), ctx.bus, ctx.clock, options)
+    return Watcher(
+        WorkspaceApi(ctx.kube),
+        WatcherStore(ctx.db),
+        ctx.bus,
+        ctx.clock,
+        options,
+        audit=AuditLog(ctx.db),
+    )
 
 
 class _Holder:
@@ -71,18 +88,40 @@ def build_service() -> ServiceSpec:
         # A dead-lettered status write must not report another condition about itself.
         return [Subscription(t, h, failure_condition=None) for t, h in routes]  # type: ignore[arg-type]
 
+    def sinks(ctx: ServiceContext) -> list[StreamSink]:
+        return [StreamSink("audit", holder.get(ctx).on_messages)]
+
     @asynccontextmanager
     async def lifespan(ctx: ServiceContext) -> AsyncIterator[None]:
         async with webhook(ctx):
-            task = asyncio.create_task(holder.get(ctx).run(), name="watch-workspaces")
+            watcher = holder.get(ctx)
+            tasks = [asyncio.create_task(watcher.run(), name="watch-workspaces")]
+            retention = WatcherSettings().audit_retention_days
+            if retention > 0:
+                tasks.append(asyncio.create_task(_prune_forever(watcher, retention)))
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
-    return ServiceSpec(name="watcher", handlers=handlers, uses_kube=True, lifespan=lifespan)
+    return ServiceSpec(
+        name="watcher", handlers=handlers, uses_kube=True, lifespan=lifespan, sinks=sinks
+    )
+
+
+async def _prune_forever(watcher: Watcher, days: float, every_s: float = 3600.0) -> None:
+    """Forget audit messages older than ``days``, at start and then hourly."""
+    while True:
+        try:
+            removed = await watcher.prune_audit(timedelta(days=days))
+        except SQLAlchemyError as e:
+            log.warning("audit.prune_failed", error=str(e))
+        else:
+            if removed:
+                log.info("audit.pruned", messages=removed, older_than_days=days)
+        await asyncio.sleep(every_s)
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,9 +17,10 @@ from typing import Any
 import structlog
 
 from services.watcher import core
+from services.watcher.audit import AuditLog, record_of, status_phases
 from services.watcher.kubeapi import GoneError, WorkspaceApi
 from services.watcher.store import WatcherStore
-from shared.bus import Bus
+from shared.bus import Bus, Delivered
 from shared.errors import KaitenError, PermanentError, TransientError
 from shared.events import (
     Condition,
@@ -50,6 +51,7 @@ class StatusUpdate:
     conditions: tuple[Condition, ...] = ()
     worker_nodes: tuple[str, ...] | None = None
     target_node_count: int | None = None
+    phases: Mapping[str, Any] | None = None  # status.phases of one generation
 
 
 @dataclass
@@ -66,8 +68,11 @@ class Watcher:
         bus: Bus,
         clock: Clock,
         options: WatcherOptions,
+        *,
+        audit: AuditLog | None = None,
     ) -> None:
         self.api, self.store, self.bus, self.clock, self.options = api, store, bus, clock, options
+        self.audit = audit
         self._pending: dict[tuple[str, str], _Pending] = defaultdict(_Pending)
         self._rechecks: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -283,6 +288,39 @@ class Watcher:
         await self.store.add_cleaned(event.workspace, event.source, self.clock())
         await self.finish_deletion(event.workspace)
 
+    # --- audit -------------------------------------------------------------------------------
+
+    async def on_messages(self, batch: Sequence[Delivered]) -> None:
+        """Store every message of the stream in the audit log; where a generation reached a new
+        phase, write its phases into the Workspace's status. A failed status write is logged,
+        not retried: the audit rows are stored, and the next phase writes them all."""
+        if self.audit is None:
+            return
+        prefix = self.bus.settings.subject_prefix
+        recorded = await self.audit.record([record_of(m, prefix) for m in batch])
+        audit = self.audit
+        await asyncio.gather(
+            *(self._write_phases(audit, uid, gen) for uid, gen in recorded.advanced)
+        )
+
+    async def _write_phases(self, audit: AuditLog, uid: str, generation: int) -> None:
+        timeline = await audit.timeline(uid, generation)
+        if timeline is None:
+            return
+        ref = WorkspaceRef(
+            uid=uid, namespace=timeline.namespace, name=timeline.name, generation=generation
+        )
+        try:
+            await self.apply_status(ref, StatusUpdate(phases=status_phases(timeline)))
+        except KaitenError as e:
+            log.warning("phases.write_failed", workspace=ref.key, error=str(e))
+
+    async def prune_audit(self, keep: timedelta) -> int:
+        """Forget audit messages older than ``keep``."""
+        if self.audit is None:
+            return 0
+        return await self.audit.prune(self.clock() - keep)
+
     # --- status writer ---------------------------------------------------------------------
 
     async def apply_status(self, ref: WorkspaceRef, update: StatusUpdate) -> None:
@@ -355,6 +393,19 @@ class Watcher:
         target = next((u.target_node_count for u in updates if u.target_node_count), None)
         if target and not status.get("targetNodeCount"):  # written once, as Kaito does
             new["targetNodeCount"] = target
+        generation = obj["metadata"].get("generation")
+        phases = next(
+            (
+                u.phases
+                for u in reversed(updates)
+                if u.phases is not None and u.phases.get("generation") == generation
+            ),
+            None,
+        )
+        old = status.get("phases") or {}
+        if phases is not None and dict(phases) != old:
+            # A merge patch keeps keys it does not name: drop the older generation's.
+            new["phases"] = {**{k: None for k in old if k not in phases}, **phases}
         return new or None
 
     async def _emit_events(self, obj: Manifest, before: list[Any], after: list[Any]) -> None:

@@ -127,6 +127,24 @@ class Condition(_Model):
     message: str = Field(max_length=32768)
 
 
+class WorkspacePhases(_Model):
+    """Kaiten's addition: when the current generation reached each phase (RFC 3339 with
+    milliseconds), from the audit log; ``kaiten history`` shows every generation."""
+
+    generation: int | None = None
+    observed: str | None = None
+    planned: str | None = None
+    nodes_requested: str | None = None
+    nodes_ready: str | None = None
+    workload_created: str | None = None
+    pods_ready: str | None = None
+    tuning_started: str | None = None
+    tuning_finished: str | None = None
+    succeeded: str | None = None
+    failed: str | None = None
+    deleting: str | None = None
+
+
 class WorkspaceStatus(_Model):
     worker_nodes: list[str] | None = None
     conditions: list[Condition] | None = None
@@ -134,6 +152,7 @@ class WorkspaceStatus(_Model):
         default=None, description="Pending, Ready, NotReady; Running, Succeeded, Failed."
     )
     target_node_count: int | None = None
+    phases: WorkspacePhases | None = None
 
 
 class Workspace(_Model):

@@ -17,16 +17,19 @@ from kubernetes_asyncio import client as aclient
 from prometheus_client import CollectorRegistry
 
 from localdev.kubeapi.cluster import DevCluster
+from services.watcher.audit import AuditLog
 from services.watcher.kubeapi import WorkspaceApi
 from services.watcher.service import Watcher, WatcherOptions
 from services.watcher.store import WatcherStore
-from shared.bus import Bus, Subscription
+from shared.bus import Bus, StreamSink, Subscription
 from shared.db import Database
 from shared.events import (
     CleanupDone,
     Condition,
     ConditionReported,
+    EventData,
     EventType,
+    ResourcesReady,
     WorkspaceRef,
     new_event,
 )
@@ -61,12 +64,21 @@ class Env:
     bus: Bus | None = None
     task: asyncio.Task[None] | None = None
 
-    async def start(self, **options: Any) -> Watcher:
+    async def start(self, *, audit: bool = False, **options: Any) -> Watcher:
         bus = Bus(self.settings, "watcher", registry=CollectorRegistry())
         opts = WatcherOptions(
             **{"resync_s": 3600.0, "cleanup_timeout_s": 30.0, "watch_timeout_s": 5, **options}
         )
-        watcher = Watcher(WorkspaceApi(self.api), self.store, bus, lambda: datetime.now(UTC), opts)
+        watcher = Watcher(
+            WorkspaceApi(self.api),
+            self.store,
+            bus,
+            lambda: datetime.now(UTC),
+            opts,
+            audit=AuditLog(self.store.db) if audit else None,
+        )
+        if audit:
+            bus.sink(StreamSink("audit", watcher.on_messages))
         for kind, handler in (
             (EventType.CONDITION_REPORTED, watcher.on_condition),
             (EventType.RESOURCES_READY, watcher.on_resources_ready),
@@ -553,3 +565,69 @@ async def test_resources_and_plan_events_fill_worker_nodes_and_target_node_count
     seen = await env.store.get(ref.uid)
     assert seen is not None
     assert seen.involved == {"provisioner"}  # the planner creates nothing to clean up
+
+
+async def test_phases_of_the_current_generation_reach_the_status(env: Env) -> None:
+    """The audit sink dates each phase and writes them into status.phases; a new generation
+    replaces the older one's phases instead of merging with them."""
+    await env.start(audit=True)
+    obj = await env.create("ws-phases")
+    meta = obj["metadata"]
+
+    async def publish(data: EventData, source: str, generation: int) -> None:
+        ref = WorkspaceRef(
+            uid=meta["uid"], namespace="default", name="ws-phases", generation=generation
+        )
+        await env.publisher.publish(
+            new_event(data, source=source, workspace=ref, now=datetime.now(UTC))
+        )
+
+    async def phases() -> dict[str, Any]:
+        current = await env.get("ws-phases") or {}
+        found: dict[str, Any] = (current.get("status") or {}).get("phases") or {}
+        return found
+
+    await eventually(lambda: _has(phases, "observed"), what="status.phases with observed")
+    await publish(ResourcesReady(node_names=("n1",)), "provisioner", 1)
+    await publish(
+        condition_reported_for(meta["uid"], 1, "WorkspaceSucceeded", "True"), "deployer", 1
+    )
+    found = await eventually(lambda: _has(phases, "succeeded"), what="status.phases with succeeded")
+    assert found["generation"] == 1
+    assert {"observed", "nodesRequested", "nodesReady", "workloadCreated", "succeeded"} <= set(
+        found
+    )
+    stamps = [found[k] for k in ("observed", "nodesReady", "succeeded")]
+    assert stamps == sorted(stamps)
+    assert all(s.endswith("Z") and len(s) == len("2026-11-22T06:40:01.123Z") for s in stamps)
+
+    await env.patch(
+        "ws-phases",
+        {"inference": {"adapters": [{"source": {"name": "a1", "image": "registry.io/a1:1"}}]}},
+    )
+    found = await eventually(lambda: _generation(phases, 2), what="status.phases of generation 2")
+    assert "succeeded" not in found
+    assert "nodesReady" not in found
+    assert "observed" in found
+
+
+async def _has(probe: Any, key: str) -> dict[str, Any] | None:
+    found: dict[str, Any] = await probe()
+    return found if key in found else None
+
+
+async def _generation(probe: Any, generation: int) -> dict[str, Any] | None:
+    found: dict[str, Any] = await probe()
+    return found if found.get("generation") == generation else None
+
+
+def condition_reported_for(uid: str, generation: int, ctype: str, status: str) -> ConditionReported:
+    return ConditionReported(
+        condition=Condition(
+            type=ctype,
+            status=status,
+            reason="workspaceSucceeded",
+            message="workspace succeeds",
+            observed_generation=generation,
+        )
+    )
