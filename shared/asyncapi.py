@@ -24,6 +24,7 @@ from shared.events import (
     EventType,
     deadletter_subject,
     event_type_filter,
+    stream_subjects,
     subject_token,
 )
 from shared.settings import SERVICE_NAMES, Settings
@@ -52,6 +53,10 @@ SUBSCRIBES: dict[str, tuple[EventType, ...]] = {
     "deployer": (EventType.PLAN_READY, EventType.RESOURCES_READY, EventType.WORKSPACE_DELETING),
     "tuner": (EventType.PLAN_READY, EventType.RESOURCES_READY, EventType.WORKSPACE_DELETING),
 }
+
+# The consumers of the whole stream (``ServiceSpec.sinks``): service -> sink names. The watcher's
+# audit log stores every message, events and dead letters alike.
+SINKS: dict[str, tuple[str, ...]] = {"watcher": ("audit",)}
 
 # What each service publishes, and the module that builds the event (the test checks that the
 # model is constructed there). condition.reported also comes from shared/bus.py in every service
@@ -269,6 +274,19 @@ def _operations(prefix: str) -> JSONDict:
                 "acknowledged once handled, retried with a growing delay, dead-lettered after "
                 "KAITEN_MAX_DELIVER deliveries.",
             )
+        for sink in SINKS.get(service, ()):
+            for channel, message in [
+                *((t.value, EVENT_MODELS[t].__name__) for t in EventType),
+                (DEADLETTER, DeadLetter.__name__),
+            ]:
+                operations[f"{service}.{sink}.receive.{channel}"] = _operation(
+                    "receive",
+                    channel,
+                    message,
+                    f"Durable pull consumer `{service}-{sink}` on "
+                    f"`{stream_subjects(prefix)[0]}` (every message of the stream), in batches; "
+                    "never gives up on a message: one it cannot read is kept as it is.",
+                )
     return operations
 
 

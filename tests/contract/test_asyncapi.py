@@ -26,6 +26,7 @@ from kaiten.cli import app as cli_app
 from shared.asyncapi import (
     DEADLETTER,
     PUBLISHES,
+    SINKS,
     SUBSCRIBES,
     asyncapi_document,
     render_yaml,
@@ -234,17 +235,20 @@ class _Stub:
     never run."""
 
 
-def subscribed(service: str) -> tuple[EventType, ...]:
-    """The event types ``service``'s composition root subscribes to."""
-    spec = importlib.import_module(f"services.{service}.app").build_service()
-    ctx = ServiceContext(
+def stub_context() -> ServiceContext:
+    return ServiceContext(
         settings=Settings(),
         bus=cast("Bus", _Stub()),
         db=cast("Database", _Stub()),
         kube=cast("Any", _Stub()),
         clock=utcnow,
     )
-    return tuple(sub.event_type for sub in spec.handlers(ctx))
+
+
+def subscribed(service: str) -> tuple[EventType, ...]:
+    """The event types ``service``'s composition root subscribes to."""
+    spec = importlib.import_module(f"services.{service}.app").build_service()
+    return tuple(sub.event_type for sub in spec.handlers(stub_context()))
 
 
 def test_the_subscriber_table_is_what_the_services_subscribe_to(
@@ -255,6 +259,15 @@ def test_the_subscriber_table_is_what_the_services_subscribe_to(
             monkeypatch.delenv(key)
     assert set(SUBSCRIBES) == set(SERVICE_NAMES)
     assert {service: subscribed(service) for service in SERVICE_NAMES} == SUBSCRIBES
+
+
+def test_the_sink_table_is_what_the_services_declare() -> None:
+    def sinks(service: str) -> tuple[str, ...]:
+        spec = importlib.import_module(f"services.{service}.app").build_service()
+        return tuple(s.name for s in spec.sinks(stub_context())) if spec.sinks else ()
+
+    declared = {service: sinks(service) for service in SERVICE_NAMES}
+    assert {k: v for k, v in declared.items() if v} == SINKS
 
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)
