@@ -480,5 +480,21 @@ def history(
     raise typer.Exit(hist.main(target, output, Settings()))
 
 
+@app.command()
+def why(
+    target: Annotated[str, typer.Argument(metavar="NAMESPACE/NAME")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="text, or json: the diagnosis as one object.")
+    ] = "text",
+) -> None:
+    """What a Workspace is waiting on, or why it failed, with a concrete next step: reads the
+    Workspace and its pods (KUBECONFIG), the last log lines of failing containers and the audit
+    log (DATABASE_URL; skipped when unreachable). Exit 0 when it is ready or succeeded, 1 when it
+    waits or failed, 2 when it does not exist or the API cannot be reached."""
+    from kaiten import why as diagnosis  # noqa: PLC0415
+
+    raise typer.Exit(diagnosis.main(target, output, Settings()))
+
+
 def main() -> None:
     app()

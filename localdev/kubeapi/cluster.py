@@ -9,14 +9,18 @@ import json
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from localdev.kubeapi.admission import Admission
 from localdev.kubeapi.api import Api
-from localdev.kubeapi.server import Faults, Server, build_app
+from localdev.kubeapi.server import Faults, PodLog, Server, build_app
 from localdev.kubeapi.store import Change, Store
+
+if TYPE_CHECKING:
+    from localdev.kubeapi.localpods import LocalPods
+    from localdev.kubeapi.simulate import Simulator
 
 SAVE_DELAY_S = 0.2
 
@@ -129,7 +133,7 @@ async def serve_cluster(
         simulator.start()
         cluster.server.controls.update(nodes=simulator.control_nodes, pods=simulator.control_pods)
         cluster.server.pod_proxy = simulator.pod_proxy
-        cluster.server.pod_log = local.log_file
+        cluster.server.pod_log = _pod_logs(local, simulator)
     cluster.write_kubeconfig(kubeconfig)
     print(f"development cluster at {url}; export KUBECONFIG={kubeconfig}", flush=True)
     try:
@@ -138,3 +142,14 @@ async def serve_cluster(
         if simulator is not None:
             await simulator.stop()
         await cluster.stop()
+
+
+def _pod_logs(local: LocalPods, simulator: Simulator) -> PodLog:
+    """Logs of local pods (processes) from the local runner, else what the simulated kubelet
+    kept (the failed containers' logs)."""
+
+    def find(namespace: str, name: str, container: str | None) -> Path | None:
+        found = local.log_file(namespace, name, container)
+        return found if found is not None else simulator.log_file(namespace, name, container)
+
+    return find

@@ -5,7 +5,9 @@ training run would, step by step); Pods that fail in named ways with the contain
 Events a kubelet would write. Every write goes through ``Api``, as a real controller's would.
 
 A pod fails on purpose when it (or its template) carries the annotation
-``kaiten.dev/simulate-failure`` with one of ``FAILURE_MODES``, or through ``fail_pod``.
+``kaiten.dev/simulate-failure`` with one of ``FAILURE_MODES``, or through ``fail_pod``. A container
+that dies that way (``CrashLoopBackOff``, ``OOMKilled``, ``Error``, ``InitError``) leaves a log, as
+a real one would: a start line and the failure's message, served through ``log_file``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import copy
 import hashlib
 import json
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -50,6 +55,7 @@ GPU = "nvidia.com/gpu"
 WORKLOADS = {("apps", "deployments"), ("apps", "statefulsets"), ("batch", "jobs")}
 POD_KEY = ("", "pods")
 NODE_KEY = ("", "nodes")
+LOGGED_MODES = frozenset({"CrashLoopBackOff", "OOMKilled", "Error"})  # and InitError's container
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +69,20 @@ class Simulator:
     """Reacts to changes in the store; ``start()`` then ``stop()``."""
 
     def __init__(
-        self, api: Api, options: SimOptions | None = None, local: LocalPods | None = None
+        self,
+        api: Api,
+        options: SimOptions | None = None,
+        local: LocalPods | None = None,
+        *,
+        log_dir: Path | None = None,
     ) -> None:
         self.api = api
         self.options = options or SimOptions()
         self.local = local  # runs the pods of local-cpu nodes as processes
+        # The failed containers' logs, by pod uid; a temporary folder made on first use (and
+        # removed by ``stop``) unless one is given.
+        self._log_dir = log_dir
+        self._own_log_dir = log_dir is None
         self._queue: asyncio.Queue[tuple[tuple[str, str], str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
@@ -93,6 +108,9 @@ class Simulator:
                 await self._task
         if self.local is not None:
             await self.local.stop()
+        if self._own_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
 
     # --- nodes -----------------------------------------------------------------------------
 
@@ -147,6 +165,19 @@ class Simulator:
         if pod is None:
             raise ApiError(404, "NotFound", f'pods "{name}" not found')
         await self._apply_failure(pod, mode, message)
+
+    def log_file(self, namespace: str, name: str, container: str | None) -> Path | None:
+        """The log a failed container of the pod left (``container`` None: the pod's only
+        container); None when there is none."""
+        pod = self.api.store.get(POD_KEY, namespace, name)
+        if pod is None or self._log_dir is None:
+            return None
+        names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        chosen = container or (names[0] if len(names) == 1 else None)
+        if chosen is None:
+            return None
+        path = self._log_dir / pod["metadata"]["uid"] / f"{chosen}.log"
+        return path if path.is_file() else None
 
     async def set_node_pressure(self, name: str, kind: str) -> Obj:
         """Report ``MemoryPressure`` or ``DiskPressure`` on a node, as its kubelet would."""
@@ -593,9 +624,31 @@ class Simulator:
                             state["terminated"]["message"] = message
         pod["status"] = status
         self._failed.add(pod["metadata"]["uid"])
+        self._write_logs(pod, mode, message)
         await self._write_pod_status(pod)
         for kind, reason, note in events:
             await self._event(pod, kind, reason, note)
+
+    def _write_logs(self, pod: Obj, mode: str, message: str | None) -> None:
+        """What each container that died this way wrote: a start line and the message (or, with
+        none, a line saying how it ended)."""
+        spec = pod.get("spec") or {}
+        if mode == "InitError":
+            containers = (spec.get("initContainers") or [])[-1:]
+        elif mode in LOGGED_MODES:
+            containers = spec.get("containers") or []
+        else:
+            return
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="kaiten-sim-logs-"))
+        folder = self._log_dir / pod["metadata"]["uid"]
+        folder.mkdir(parents=True, exist_ok=True)
+        ending = (message or _default_log_line(mode)).rstrip("\n")
+        for c in containers:
+            started = f"{now_rfc3339()} simulated container {c['name']} started"
+            (folder / f"{c['name']}.log").write_text(
+                f"{started} ({c.get('image', '')})\n{ending}\n"
+            )
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -727,6 +780,12 @@ def _failure_status(
         }
         events = [("Warning", "Evicted", message)]
     return status, events
+
+
+def _default_log_line(mode: str) -> str:
+    if mode == "OOMKilled":
+        return "Killed (out of memory, simulated)"
+    return f"simulated failure {mode}: the process exited with status 1"
 
 
 def _init_failure_status(
