@@ -76,6 +76,7 @@ def test_a_ready_seed_has_one_causal_chain_and_a_history_of_every_phase(stack: S
         return found if "inference.ready" in {e["type"] for e in found} else None
 
     events = wait_until(whole_chain, timeout=20, what="the inference.ready event")
+    assert events is not None
     assert {e["correlation_id"] for e in events} == {f"{uid}/1"}
     assert {e["workspace"]["uid"] for e in events} == {uid}
     types = [e["type"] for e in events]
@@ -97,6 +98,7 @@ def test_a_ready_seed_has_one_causal_chain_and_a_history_of_every_phase(stack: S
     history = wait_until(
         lambda: _history_with(stack, namespace, "succeeded"), timeout=20, what="history"
     )
+    assert history is not None
     [generation] = history
     assert generation["uid"] == uid
     assert generation["generation"] == 1
@@ -120,6 +122,7 @@ def test_a_ready_seed_has_one_causal_chain_and_a_history_of_every_phase(stack: S
         return got if "succeeded" in got else None
 
     phases = wait_until(status_phases, timeout=20, what="status.phases")
+    assert phases is not None
     assert phases["generation"] == 1
     assert [p for p in INFERENCE_PHASES if p in phases] == INFERENCE_PHASES
     assert phases["succeeded"] == generation["phases"][-1]["at"]
@@ -166,6 +169,7 @@ def test_why_names_a_quota_failure_with_its_numbers_and_the_skus_that_fit(stack:
         return done.stdout if done.returncode == 1 and "QuotaExceeded" in done.stdout else None
 
     text = wait_until(diagnosed, timeout=20, what="a quota diagnosis")
+    assert text is not None
     assert "Current Limit" in text or "limit 0" in text.lower(), text
     assert "24" in text  # the vCPUs the failed instance type needs
     assert "Standard_NC6s_v3" in text  # an instance type that fits phi-3-mini
