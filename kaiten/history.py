@@ -33,11 +33,13 @@ def workspace_key(value: str) -> tuple[str, str]:
 
 def outcome(timeline: Timeline, now: datetime) -> str:
     """How the generation ended, or what it is waiting after."""
-    names = [p.name for p in timeline.phases]
-    if SUCCEEDED in names:
-        return f"succeeded in {duration(_seconds(timeline, SUCCEEDED), precise=True)}"
-    if FAILED in names:
-        return f"failed after {duration(_seconds(timeline, FAILED), precise=True)}"
+    ends = [p.name for p in timeline.phases if p.name in (SUCCEEDED, FAILED)]
+    if ends:  # the later one is how it stands (a phase is dated when first reached)
+        said = {
+            SUCCEEDED: f"succeeded in {duration(_seconds(timeline, SUCCEEDED), precise=True)}",
+            FAILED: f"failed after {duration(_seconds(timeline, FAILED), precise=True)}",
+        }
+        return said[ends[-1]] + (f" (first {said[ends[0]]})" if len(ends) > 1 else "")
     last = timeline.phases[-1]
     waited = max(0.0, (now - last.at).total_seconds())
     return f"in progress: {last.name} {duration(waited, precise=True)} ago"

@@ -35,7 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
 from kaiten.history import UsageError, workspace_key
-from presets.catalog import Catalog, GpuSku, default_catalog
+from presets.catalog import AZURE_SIZE_NAME, Catalog, GpuSku, default_catalog, vcpus_of
 from presets.catalog.prices import PriceTable, default_prices
 from services.planner.planning import PlanOptions, configmaps_needed, plan_workspace
 from services.watcher.audit import (
@@ -159,7 +159,6 @@ _QUOTA_NUMBERS = {
     "additional_required": re.compile(r"Additional Required: (\d+)", re.IGNORECASE),
     "new_limit_required": re.compile(r"New Limit Required: (\d+)", re.IGNORECASE),
 }
-_AZURE_NAME = re.compile(r"^Standard_([A-Za-z]+)(\d+)(.*)$", re.IGNORECASE)
 _POD_IN_MESSAGE = re.compile(r"\bpod (\S+)")
 # The cloud of a catalog SKU -> the planner's cloud option.
 _PLAN_CLOUD = {"azure": "azure", "azure-arc": "arc", "aws": "aws"}
@@ -408,7 +407,9 @@ def _done(ws: _Workspace, now: datetime) -> Diagnosis | None:
         verb = "at" if ws.tuning else "since"
         when = f" {verb} {_stamp(at)} ({_ago(at, now)} ago"
         start = ws.phases.get(OBSERVED)
-        when += f", {duration(_seconds(at - start))} after it was observed)" if start else ")"
+        if start is not None:
+            when += f", {duration(_seconds(at - start), precise=True)} after it was observed"
+        when += ")"
     return Diagnosis(
         ws.namespace,
         ws.name,
@@ -556,15 +557,8 @@ def parse_quota(message: str) -> Quota:
     )
 
 
-def vcpus_of(instance_type: str) -> int | None:
-    """The vCPUs of an Azure VM size, from its name: the number after the family's letters
-    (``Standard_NC24ads_A100_v4`` -> 24); None when the name does not say."""
-    match = _AZURE_NAME.match(instance_type)
-    return int(match.group(2)) if match else None
-
-
 def _family_key(instance_type: str) -> tuple[str, str] | None:
-    match = _AZURE_NAME.match(instance_type)
+    match = AZURE_SIZE_NAME.match(instance_type)
     return (match.group(1).lower(), match.group(3).lower()) if match else None
 
 

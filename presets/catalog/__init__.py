@@ -5,6 +5,7 @@ found by name or by any alias, HuggingFace repo ids included."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -103,6 +104,17 @@ class GpuSku:
     @property
     def per_gpu_memory_gib(self) -> float:
         return self.total_memory_gib / self.gpu_count
+
+
+# Azure VM size names: Standard_<family letters><vCPUs><features>_<accelerator>_<version>.
+AZURE_SIZE_NAME = re.compile(r"^Standard_([A-Za-z]+)(\d+)(.*)$", re.IGNORECASE)
+
+
+def vcpus_of(instance_type: str) -> int | None:
+    """The vCPUs of an Azure VM size, from its name: the number after the family's letters
+    (``Standard_NC24ads_A100_v4`` -> 24); None when the name does not say."""
+    match = AZURE_SIZE_NAME.match(instance_type)
+    return int(match.group(2)) if match else None
 
 
 def _key(name: str) -> str:

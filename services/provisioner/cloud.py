@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from presets.catalog import Catalog
+from presets.catalog import Catalog, vcpus_of
 from services.provisioner.claims import AGENTPOOL_LABELS, PoolSpec, created_from_labels
 from services.provisioner.nodes import (
     GPU_RESOURCE,
@@ -125,7 +125,8 @@ class SimulatedCloud:
         code = self.failures.get(spec.vm_size.lower()) or self.failures.get("*")
         sku = self.catalog.sku(spec.vm_size)
         if code is not None:
-            cores = sku.gpu_count * 12 if sku else 24
+            # The vCPUs the name says (as Azure counts quota), else a guess from the GPUs.
+            cores = vcpus_of(spec.vm_size) or (sku.gpu_count * 12 if sku else 24)
             raise CloudError(
                 code,
                 SIMULATED_ERRORS[code].format(

@@ -299,6 +299,8 @@ def test_history_says_what_an_unfinished_generation_waits_after() -> None:
     assert history.outcome(timeline, T0 + timedelta(seconds=31)) == "in progress: planned 30.0s ago"
     [failed] = timelines([row("observed", 0), row("failed", 2)])
     assert history.outcome(failed, T0) == "failed after 2.00s"
+    [relapsed] = timelines([row("observed", 0), row("succeeded", 0.5), row("failed", 12)])
+    assert history.outcome(relapsed, T0) == "failed after 12.0s (first succeeded in 500ms)"
 
 
 def test_history_names_the_uid_when_the_name_was_reused() -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from kaiten import why
 from kaiten.why import Diagnosis, Finding, diagnose, render, to_json
-from presets.catalog import default_catalog
+from presets.catalog import default_catalog, vcpus_of
 from presets.catalog.prices import default_prices
 from services.watcher.audit import AuditRecord
 from shared.settings import Settings
@@ -355,7 +355,7 @@ def test_parse_quota_tolerates_missing_pieces() -> None:
     ],
 )
 def test_vcpus_come_from_the_azure_name(name: str, vcpus: int | None) -> None:
-    assert why.vcpus_of(name) == vcpus
+    assert vcpus_of(name) == vcpus
 
 
 def test_a_quota_failure_without_numbers_still_gives_a_next_step() -> None:
