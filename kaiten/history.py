@@ -31,6 +31,19 @@ def workspace_key(value: str) -> tuple[str, str]:
     return namespace, name
 
 
+def workspace_argument(target: str, output: str, err: TextIO) -> tuple[str, str] | None:
+    """The (namespace, name) of a ``NAMESPACE/NAME`` argument with ``-o text|json``, or None
+    after saying on ``err`` what is wrong."""
+    if output not in ("text", "json"):
+        print(f"error: --output {output!r}: choose text or json", file=err)
+        return None
+    try:
+        return workspace_key(target)
+    except UsageError as e:
+        print(f"error: {e}", file=err)
+        return None
+
+
 def outcome(timeline: Timeline, now: datetime) -> str:
     """How the generation ended, or what it is waiting after."""
     ends = [p.name for p in timeline.phases if p.name in (SUCCEEDED, FAILED)]
@@ -108,14 +121,10 @@ def main(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    if output not in ("text", "json"):
-        print(f"error: --output {output!r}: choose text or json", file=err)
+    key = workspace_argument(target, output, err)
+    if key is None:
         return 2
-    try:
-        namespace, name = workspace_key(target)
-    except UsageError as e:
-        print(f"error: {e}", file=err)
-        return 2
+    namespace, name = key
     try:
         timelines = asyncio.run(load(settings.database_url, namespace, name))
     except (OSError, SQLAlchemyError) as e:

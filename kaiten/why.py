@@ -34,7 +34,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
-from kaiten.history import UsageError, workspace_key
+from kaiten.history import workspace_argument
 from presets.catalog import AZURE_SIZE_NAME, Catalog, GpuSku, default_catalog, vcpus_of
 from presets.catalog.prices import PriceTable, default_prices
 from services.planner.planning import PlanOptions, configmaps_needed, plan_workspace
@@ -61,7 +61,14 @@ from shared.events import duration
 from shared.kube import WORKSPACES, call_raw, new_api_client
 from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from shared.plan import Plan
-from shared.pods import IMAGE_PULL_REASONS, START_WAITING_REASONS, dig, int_field
+from shared.pods import (
+    IMAGE_PULL_REASONS,
+    START_WAITING_REASONS,
+    dig,
+    int_field,
+    pod_name,
+    pod_ready,
+)
 from shared.settings import Settings
 
 # Diagnosis.state
@@ -818,11 +825,11 @@ def _tuning_findings(
         return [], set()
     named = _POD_IN_MESSAGE.search(message)
     failed_pods = [
-        p for p in pods if _pod_name(p) == (named.group(1) if named else None) or _errored(p)
+        p for p in pods if pod_name(p) == (named.group(1) if named else None) or _errored(p)
     ]
     detail = [f"tuner: {_cut(message)}"]
     for pod in failed_pods:
-        detail += _log_lines(_pod_name(pod), _error_containers(pod), logs)
+        detail += _log_lines(pod_name(pod), _error_containers(pod), logs)
     step = _TUNING_NEXT.get(reason, "fix what the message and the log say")
     return [
         Finding(
@@ -834,7 +841,7 @@ def _tuning_findings(
             failed=True,
             facts={"reason": reason, "message": message},
         )
-    ], {_pod_name(p) for p in failed_pods}
+    ], {pod_name(p) for p in failed_pods}
 
 
 def _tuning_reason(message: str) -> str:
@@ -916,7 +923,7 @@ def log_requests(pods: Sequence[Mapping[str, Any]]) -> list[LogRequest]:
     """The containers whose logs ``diagnose`` shows: those crash-looping or ended with an error.
     A container that restarted is asked for its previous instance's log."""
     return [
-        LogRequest(_pod_name(c.pod), c.name, previous=not c.terminated and bool(c.last))
+        LogRequest(pod_name(c.pod), c.name, previous=not c.terminated and bool(c.last))
         for pod in pods
         if not dig(pod, "metadata", "deletionTimestamp")
         for c in _containers(pod)
@@ -932,8 +939,8 @@ def _pod_findings(
     now: datetime,
 ) -> list[Finding]:
     findings: list[Finding] = []
-    for pod in sorted(pods, key=_pod_name):
-        if _pod_name(pod) in covered or dig(pod, "status", "phase") == "Succeeded":
+    for pod in sorted(pods, key=pod_name):
+        if pod_name(pod) in covered or dig(pod, "status", "phase") == "Succeeded":
             continue
         found = [f for c in _containers(pod) if (f := _container_finding(ws, c, logs)) is not None]
         findings += found or _pod_level_findings(ws, pod, now)
@@ -954,7 +961,7 @@ def _container_finding(
 
 
 def _image_finding(ws: _Workspace, c: _Container, reason: str) -> Finding:
-    pod = _pod_name(c.pod)
+    pod = pod_name(c.pod)
     message = _str(c.waiting.get("message"))
     detail = [f"pod {pod}, {c.label}", f"image: {c.image}"]
     detail += [f"kubelet: {message}"] if message else []
@@ -1008,7 +1015,7 @@ def _pod_images(pod: Mapping[str, Any]) -> str:
 
 
 def _start_finding(ws: _Workspace, c: _Container, reason: str) -> Finding:
-    pod = _pod_name(c.pod)
+    pod = pod_name(c.pod)
     message = _str(c.waiting.get("message"))
     return Finding(
         f"{c.label} of pod {pod} cannot start ({reason})",
@@ -1022,7 +1029,7 @@ def _start_finding(ws: _Workspace, c: _Container, reason: str) -> Finding:
 
 
 def _crash_finding(ws: _Workspace, c: _Container, logs: Mapping[tuple[str, str], str]) -> Finding:
-    pod = _pod_name(c.pod)
+    pod = pod_name(c.pod)
     death = c.death
     exit_reason = _str(death.get("reason")) or "terminated"
     code = death.get("exitCode")
@@ -1058,7 +1065,7 @@ def _crash_finding(ws: _Workspace, c: _Container, logs: Mapping[tuple[str, str],
 
 
 def _crash_next_step(ws: _Workspace, c: _Container, exit_reason: str) -> str:
-    pod = _pod_name(c.pod)
+    pod = pod_name(c.pod)
     retry = f"; it restarts on its own, or `kubectl delete pod {pod} -n {ws.namespace}`"
     if exit_reason == "OOMKilled":
         return (
@@ -1091,7 +1098,7 @@ def _crash_next_step(ws: _Workspace, c: _Container, exit_reason: str) -> str:
 
 
 def _pod_level_findings(ws: _Workspace, pod: Mapping[str, Any], now: datetime) -> list[Finding]:
-    name = _pod_name(pod)
+    name = pod_name(pod)
     status = _map(pod.get("status"))
     if status.get("reason") == "Evicted":
         return [
@@ -1108,7 +1115,7 @@ def _pod_level_findings(ws: _Workspace, pod: Mapping[str, Any], now: datetime) -
     )
     if scheduled.get("status") == "False":
         return [_unschedulable_finding(ws, name, _str(scheduled.get("message")))]
-    if status.get("phase") == "Running" and not _pod_ready(pod):
+    if status.get("phase") == "Running" and not pod_ready(pod):
         return [_not_ready_finding(ws, pod, now)]
     if status.get("phase") == "Pending":
         waiting = [c for c in _containers(pod) if c.waiting]
@@ -1155,7 +1162,7 @@ def _unschedulable_finding(ws: _Workspace, pod: str, message: str) -> Finding:
 
 
 def _not_ready_finding(ws: _Workspace, pod: Mapping[str, Any], now: datetime) -> Finding:
-    name = _pod_name(pod)
+    name = pod_name(pod)
     started = [
         at for c in _containers(pod) if (at := _time(c.running.get("startedAt"))) is not None
     ]
@@ -1405,17 +1412,6 @@ def _asdict(obj: Quota | Alternative) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.__slots__}
 
 
-def _pod_name(pod: Mapping[str, Any]) -> str:
-    return _str(dig(pod, "metadata", "name"))
-
-
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in _maps(dig(pod, "status", "conditions"))
-    )
-
-
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -1596,14 +1592,10 @@ def main(
     err: TextIO = sys.stderr,
 ) -> int:
     """``kaiten why``: print the diagnosis; the exit code as the module doc says."""
-    if output not in ("text", "json"):
-        print(f"error: --output {output!r}: choose text or json", file=err)
+    key = workspace_argument(target, output, err)
+    if key is None:
         return 2
-    try:
-        namespace, name = workspace_key(target)
-    except UsageError as e:
-        print(f"error: {e}", file=err)
-        return 2
+    namespace, name = key
     return asyncio.run(_main(namespace, name, output=output, settings=settings, out=out, err=err))
 
 
