@@ -120,11 +120,16 @@ class InferenceApi:
 
     async def limit_and_measure(self, request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
+        limit = self.options.max_body_bytes
         length = int(request.headers.get("content-length") or 0)
-        if length > self.options.max_body_bytes:
+        if length > limit:
             response: Response = JSONResponse(
-                {"detail": f"request body of {length} bytes exceeds {self.options.max_body_bytes}"},
-                status_code=413,
+                {"detail": f"request body of {length} bytes exceeds {limit}"}, status_code=413
+            )
+        elif "content-length" not in request.headers and not await _body_within(request, limit):
+            # A chunked body announces no length: count it as it arrives.
+            response = JSONResponse(
+                {"detail": f"request body exceeds {limit} bytes"}, status_code=413
             )
         else:
             response = await call_next(request)
@@ -266,6 +271,20 @@ def build_app(
     )
     app.add_api_route("/v1/completions", api.completions, methods=["POST"], response_model=None)
     return app
+
+
+async def _body_within(request: Request, limit: int) -> bool:
+    """Read a body of unknown length, giving up past ``limit`` bytes. A body that fits is kept
+    on the request, where Starlette hands it to the endpoint."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return False
+        chunks.append(chunk)
+    request._body = b"".join(chunks)
+    return True
 
 
 async def _context_too_long(_request: Request, exc: ContextLengthError) -> JSONResponse:

@@ -52,7 +52,9 @@ class WebhookSettings(BaseSettings):
 
 def review_response(review: dict[str, Any], ctx: ValidationContext) -> dict[str, Any]:
     """The AdmissionReview answer to ``review``: allowed, or denied with every problem."""
-    request = review.get("request") or {}
+    request = review.get("request")
+    if not isinstance(request, dict):
+        request = {}
     uid = request.get("uid", "")
     obj = request.get("object")
     if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):

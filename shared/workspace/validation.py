@@ -146,6 +146,11 @@ def _check_top(ws: Workspace, ctx: ValidationContext) -> Problems:
     if ws.resource is None:
         yield FieldProblem(field="resource", message="missing field(s)")
         return
+    if ws.resource.count is not None and ws.resource.count < 1:
+        yield FieldProblem(
+            field="resource.count",
+            message=f"invalid value: {ws.resource.count}: must be at least 1",
+        )
     if ctx.node_auto_provisioning and not ws.resource.instance_type:
         yield FieldProblem(
             field="resource.instanceType",
