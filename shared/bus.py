@@ -14,10 +14,12 @@ split the work. Publishing sets a deterministic ``Nats-Msg-Id`` so JetStream dro
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -83,6 +85,30 @@ class Subscription:
     event_type: EventType
     handler: Handler
     failure_condition: str | None = "WorkspaceSucceeded"
+
+
+class KeyedLocks:
+    """One FIFO lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +208,7 @@ class Bus:
             name=f"kaiten-{service}",
         )
         self._stream = JStream(name=settings.stream, declare=False)
+        self._in_order = KeyedLocks()
 
     def subscribe(self, sub: Subscription) -> None:
         """Register ``sub`` before ``start()``. Replicas share its durable consumer."""
@@ -343,23 +370,28 @@ class Bus:
             await self._dead_letter(msg, consumer, deliveries, e.message, event=None, sub=sub)
             self._metrics.handled.labels(self.service, sub.event_type.value, "deadletter").inc()
             return
-        with structlog.contextvars.bound_contextvars(
-            event_id=str(event.id),
-            event_type=event.type.value,
-            workspace=event.workspace.key,
-            generation=event.workspace.generation,
-            correlation_id=event.correlation_id,
-        ):
-            outcome = await self._run_handler(sub, consumer, msg, event, deliveries)
-            elapsed = time.perf_counter() - started
-            self._metrics.seconds.labels(self.service, event.type.value).observe(elapsed)
-            self._metrics.handled.labels(self.service, event.type.value, outcome).inc()
-            log.info(
-                "event.handled",
-                outcome=outcome,
-                deliveries=deliveries,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+        # faststream runs the messages of one fetched batch concurrently; events about one
+        # workspace must still be handled in stream order (a Pending report handled after the
+        # Ready one that followed it would undo it). The tasks start in stream order and reach
+        # this lock without suspending, so its FIFO queue is stream order.
+        async with self._in_order.hold(f"{consumer}/{event.workspace.uid}"):
+            with structlog.contextvars.bound_contextvars(
+                event_id=str(event.id),
+                event_type=event.type.value,
+                workspace=event.workspace.key,
+                generation=event.workspace.generation,
+                correlation_id=event.correlation_id,
+            ):
+                outcome = await self._run_handler(sub, consumer, msg, event, deliveries)
+                elapsed = time.perf_counter() - started
+                self._metrics.seconds.labels(self.service, event.type.value).observe(elapsed)
+                self._metrics.handled.labels(self.service, event.type.value, outcome).inc()
+                log.info(
+                    "event.handled",
+                    outcome=outcome,
+                    deliveries=deliveries,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
 
     async def _run_handler(
         self,

@@ -14,7 +14,7 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CollectorRegistry
 
-from shared.bus import DEADLETTER_REASON, Bus, Subscription, consumer_name
+from shared.bus import DEADLETTER_REASON, Bus, KeyedLocks, Subscription, consumer_name
 from shared.errors import PermanentError, TransientError
 from shared.events import (
     ConditionReported,
@@ -340,3 +340,52 @@ async def test_a_publish_that_never_gets_an_ack_fails_after_its_attempts(
     with pytest.raises(NatsTimeoutError):
         await bus.publish(event(ready("node-lost")))
     assert calls == settings.publish_attempts
+
+
+async def test_one_workspaces_events_are_handled_in_stream_order_others_concurrently(
+    harness: Harness, settings: Settings
+) -> None:
+    """faststream runs a fetched batch concurrently; the bus keeps each workspace's events in
+    stream order (an older report must never be applied after a newer one), while other
+    workspaces' events overlap."""
+    first, second = workspace("ordered-a"), workspace("ordered-b")
+    publisher = await harness.bus("provisioner")
+    sent = []
+    for i in range(12):
+        for ws in (first, second):
+            env = event(ready(f"node-{i}"), ws)
+            sent.append(env)
+            await publisher.publish(env)
+    handled: dict[str, list[str]] = {first.uid: [], second.uid: []}
+    running = 0
+    overlap = 0
+
+    async def slow_then_fast(ev: Envelope[Any]) -> None:
+        nonlocal running, overlap
+        running += 1
+        overlap = max(overlap, running)
+        node = ev.data.node_names[0]
+        # Earlier events take longer: unordered handling would finish them last.
+        await asyncio.sleep(0.02 * (12 - int(node.split("-")[1])) / 12)
+        handled[ev.workspace.uid].append(node)
+        running -= 1
+
+    await harness.bus(
+        handler=slow_then_fast, settings=settings.model_copy(update={"pull_batch": 24})
+    )
+    await eventually(lambda: sum(map(len, handled.values())) == 24, what="every event handled")
+    expected = [f"node-{i}" for i in range(12)]
+    assert handled[first.uid] == expected
+    assert handled[second.uid] == expected
+    assert overlap >= 2  # the two workspaces did not wait for each other
+
+
+def test_keyed_locks_forget_keys_nobody_holds() -> None:
+    locks = KeyedLocks()
+
+    async def use() -> None:
+        async with locks.hold("a"), locks.hold("b"):
+            assert len(locks) == 2
+        assert len(locks) == 0
+
+    asyncio.run(use())
