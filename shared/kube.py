@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,13 @@ class AlreadyExistsError(KaitenError):
     """A create found an object with the same name (HTTP 409, reason AlreadyExists)."""
 
 
-async def new_api_client(settings: Settings) -> client.ApiClient:
+async def new_api_client(settings: Settings, user_agent: str = "kaiten") -> client.ApiClient:
     """An ApiClient from ``KUBECONFIG`` (or ~/.kube/config), else the pod's service account.
 
-    Raises ``ConfigError`` naming what was tried when neither is there.
+    Every request it sends says ``User-Agent: <user_agent>/<Kaiten's version>`` (the runner
+    passes ``kaiten-<service>``), so API server audit logs, and the development cluster's request
+    log, tell the services apart. Raises ``ConfigError`` naming what was tried when neither
+    configuration is there.
     """
     cfg = client.Configuration()
     kubeconfig = kubeconfig_path(settings)
@@ -66,7 +70,16 @@ async def new_api_client(settings: Settings) -> client.ApiClient:
         await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     else:
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    return client.ApiClient(cfg)
+    api = client.ApiClient(cfg)
+    api.user_agent = f"{user_agent}/{_kaiten_version()}"
+    return api
+
+
+def _kaiten_version() -> str:
+    try:
+        return metadata.version("kaiten")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def kubeconfig_path(settings: Settings) -> Path | None:

@@ -71,7 +71,11 @@ async def serve(spec: ServiceSpec, settings: Settings, stop: asyncio.Event) -> N
                 f"PostgreSQL does not answer at {_redact(settings.database_url)}: start it or "
                 "set DATABASE_URL, then run `kaiten migrate`"
             )
-        kube = await new_api_client(settings) if spec.uses_kube else None
+        kube = (
+            await new_api_client(settings, user_agent=f"kaiten-{spec.name}")
+            if spec.uses_kube
+            else None
+        )
         if kube is not None:
             stack.push_async_callback(kube.close)
 

@@ -1,6 +1,7 @@
 """The development cluster's HTTP layer: kube-apiserver's URLs, discovery, ``/openapi/v3``,
 lists, watches and the Table format, in front of ``api.Api``. Also the ``/_kaiten/faults``
-control endpoint that tests use to break things on purpose."""
+control endpoint that tests use to break things on purpose, and ``/_kaiten/requests``, what each
+client (by User-Agent) used in RBAC's terms (``requestlog``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from localdev.kubeapi.api import WARNINGS, Api, selected
 from localdev.kubeapi.errors import ApiError
+from localdev.kubeapi.requestlog import RequestLog, rbac_verb, resource_of
 from localdev.kubeapi.resources import ResourceType
 from localdev.kubeapi.selectors import (
     FieldSelector,
@@ -96,7 +98,11 @@ class Server:
 
     def __init__(self, api: Api, faults: Faults, bookmark_interval: float = 5.0) -> None:
         # Handlers of /_kaiten/<name>[/...]: test and development controls, not Kubernetes.
-        self.controls: dict[str, Control] = {"faults": self._faults}
+        self.requests = RequestLog()
+        self.controls: dict[str, Control] = {
+            "faults": self._faults,
+            "requests": self.requests.control,
+        }
         # Who answers the pod proxy: the simulated kubelet when there is one.
         self.pod_proxy: PodProxy | None = None
         # Who keeps containers' logs: the local pod runner when there is one.
@@ -128,11 +134,23 @@ class Server:
                 return web.json_response(discovery)
             if parts[:2] == ["openapi", "v3"]:
                 return web.json_response(self._openapi(parts[2:]))
+        user_agent = request.headers.get("User-Agent", "")
         if _is_pod_proxy(parts):
+            verb = rbac_verb(request.method, named=True, watch=False)
+            self.requests.record(user_agent, verb, "", "pods/proxy")
             return await self._proxy(request, parts)
         if _is_pod_log(parts) and request.method == "GET":
+            self.requests.record(user_agent, "get", "", "pods/log")
             return self._log(request, parts)
         target = self._target(parts)
+        verb = rbac_verb(
+            request.method,
+            named=target.name is not None,
+            watch=request.query.get("watch") in _TRUE,
+        )
+        self.requests.record(
+            user_agent, verb, target.rt.group, resource_of(target.rt.plural, target.subresource)
+        )
         injected = self.faults.take()
         if injected is not None:
             raise injected
