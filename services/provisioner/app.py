@@ -58,6 +58,14 @@ class ProvisionerSettings(BaseSettings):
     retry_base_s: float = Field(
         default=2.0, gt=0, description="First wait after a transient cloud error (doubles)."
     )
+    launch_heartbeat_s: float = Field(
+        default=30.0, gt=0, description="Seconds between a launcher's heartbeats on its claim."
+    )
+    relaunch_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds without a heartbeat before a launch (its process died) is taken over.",
+    )
 
     def failures(self) -> dict[str, str]:
         pairs: dict[str, str] = {}
@@ -96,6 +104,8 @@ class Parts:
             retry_base_s=settings.retry_base_s,
             gc_interval_s=settings.gc_interval_s,
             gc_grace_s=settings.gc_grace_s,
+            heartbeat_s=settings.launch_heartbeat_s,
+            relaunch_after_s=settings.relaunch_after_s,
         )
         self.claims = (
             ClaimController(self.cluster, self.cloud, ctx.clock, options) if self.cloud else None

@@ -137,8 +137,11 @@ class SimulatedCloud:
                 ),
             )
         existing = await self._node(spec.name)
-        if existing is None:
-            await asyncio.sleep(self.delay_s)
+        if existing is None or not _joined(existing):
+            # A node created but never given its status was left by a launcher that died
+            # between the two writes of a join: finish it (a real kubelet keeps trying).
+            if existing is None:
+                await asyncio.sleep(self.delay_s)
             await self.nodes.register(self.node_manifest(spec, sku.gpu_count if sku else 0))
         return Instance(spec.name, "Succeeded", created_from_labels(spec.node_labels))
 
@@ -205,3 +208,9 @@ class SimulatedCloud:
 
 def _simulated(node: Mapping[str, Any]) -> bool:
     return str((node.get("spec") or {}).get("providerID", "")).startswith(SIMULATED_PROVIDER)
+
+
+def _joined(node: Manifest) -> bool:
+    """The node has posted its status (a Ready condition of any value)."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" for c in conditions)

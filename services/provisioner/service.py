@@ -266,12 +266,18 @@ def _outcome_events(target: Target, assessment: Assessment) -> list[EventData]:
 # --- the gpu-provisioner role ----------------------------------------------------------------
 
 
+HEARTBEAT_ANNOTATION = "kaiten.dev/launch-heartbeat"
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimOptions:
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
-    # A launch another replica started and did not finish within this time is taken over.
-    relaunch_after_s: float = 900.0
+    # A launcher renews HEARTBEAT_ANNOTATION on its claim this often while it waits on the cloud;
+    # a launch not renewed for relaunch_after_s (its process died) is taken over. Creates are
+    # idempotent by name, so a takeover re-attaches to the instance being made.
+    heartbeat_s: float = 30.0
+    relaunch_after_s: float = 120.0
     gc_interval_s: float = 120.0
     gc_grace_s: float = 30.0
 
@@ -293,6 +299,7 @@ class ClaimController:
                 group.create_task(self.cluster.follow_claims(self.on_claim))
                 group.create_task(self.cluster.follow_nodes(self.on_node))
                 group.create_task(self._collect_forever())
+                group.create_task(self._sweep_forever())
         finally:
             for task in list(self._busy.values()):
                 task.cancel()
@@ -345,10 +352,28 @@ class ClaimController:
         cond = condition_of(claim, "Launched")
         if cond is None or cond.get("status") != "Unknown":
             return False
-        since = _parse_time(cond.get("lastTransitionTime"))
-        return since is None or self.clock() - since > timedelta(
+        beats = (claim["metadata"].get("annotations") or {}).get(HEARTBEAT_ANNOTATION)
+        times = [t for t in (_parse_time(cond.get("lastTransitionTime")), _parse_time(beats)) if t]
+        return not times or self.clock() - max(times) > timedelta(
             seconds=self.options.relaunch_after_s
         )
+
+    async def _sweep_forever(self) -> None:
+        """Look at every claim again now and then: a launch whose launcher died sends no event
+        when its heartbeat goes stale."""
+        while True:
+            await asyncio.sleep(self.options.heartbeat_s)
+            for claim in list(self._claims.values()):
+                self._consider(claim)
+
+    async def _heartbeat(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_s)
+            beat = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            with contextlib.suppress(KaitenError):
+                await self.cluster.patch_claim(
+                    name, {"metadata": {"annotations": {HEARTBEAT_ANNOTATION: beat}}}
+                )
 
     async def launch(self, claim: Manifest) -> None:
         """Take the NodeClaim (an optimistic write: one replica wins), create its instance,
@@ -357,7 +382,16 @@ class ClaimController:
         taken = await self._take(claim)
         if taken is None:
             return
-        claim = taken
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(name))
+        try:
+            await self._launch(taken)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _launch(self, claim: Manifest) -> None:
+        name = name_of(claim)
         try:
             spec = pool_spec(claim)
         except PermanentError as e:
