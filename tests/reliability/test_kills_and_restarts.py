@@ -25,6 +25,8 @@ SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seeds" / "inference-p
 WORKSPACE_LABEL = "kaito.sh/workspace"
 KILL_ORDER = ["planner", "provisioner", "deployer", "watcher", "tuner"]
 TWO_AT_ONCE = ["provisioner", "deployer"]
+# bench/reliability.py runs the suite larger: Workspaces (and waits) times this.
+SCALE = max(1, int(os.environ.get("KAITEN_RELIABILITY_SCALE", "1")))
 
 
 def workspaces(namespace: str, count: int) -> list[dict[str, Any]]:
@@ -33,8 +35,8 @@ def workspaces(namespace: str, count: int) -> list[dict[str, Any]]:
     docs = []
     for i in range(count):
         doc = json.loads(json.dumps(seed))
-        doc["metadata"] = {"name": f"ws-{i:02d}", "namespace": namespace}
-        doc["resource"]["labelSelector"] = {"matchLabels": {"apps": f"ws-{i:02d}"}}
+        doc["metadata"] = {"name": f"ws-{i:03d}", "namespace": namespace}
+        doc["resource"]["labelSelector"] = {"matchLabels": {"apps": f"ws-{i:03d}"}}
         docs.append(doc)
     return docs
 
@@ -79,7 +81,7 @@ def owners(stack: Stack, kind: str, namespace: str | None) -> Counter[str]:
     return Counter(i["metadata"]["labels"][WORKSPACE_LABEL] for i in listing["items"])
 
 
-def converged(stack: Stack, namespace: str, names: set[str], timeout: float) -> None:
+def converged(stack: Stack, namespace: str, names: set[str], timeout: float, record: Any) -> None:
     deadline = time.monotonic() + timeout
     while (missing := names - succeeded(stack, namespace)) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -92,9 +94,13 @@ def converged(stack: Stack, namespace: str, names: set[str], timeout: float) -> 
             f"{len(missing)} of {len(names)} Workspaces did not succeed within {timeout:g} s: "
             f"{sorted(missing)}\n" + "\n".join(why)
         )
-    assert set(json_names(stack, namespace)) == names, "a Workspace was lost"
+    lost = names - set(json_names(stack, namespace))
     claims = owners(stack, "nodeclaims", None)
     deployments = owners(stack, "deployments", namespace)
+    duplicates = sum(max(0, claims[n] - 1) + max(0, deployments[n] - 1) for n in names)
+    record("workspaces_lost", len(lost))
+    record("duplicates_created", duplicates)
+    assert not lost, f"Workspaces lost: {sorted(lost)}"
     assert {n: claims[n] for n in names} == dict.fromkeys(names, 1), "NodeClaims per Workspace"
     assert {n: deployments[n] for n in names} == dict.fromkeys(names, 1), "Deployments"
 
@@ -122,18 +128,19 @@ def test_fifty_workspaces_converge_while_each_service_is_killed_and_restarted(
 ) -> None:
     namespace = "kills"
     stack.namespace(namespace)
-    docs = workspaces(namespace, 50)
-    stack.apply(*docs[:25])
+    docs = workspaces(namespace, 50 * SCALE)
+    half = len(docs) // 2
+    stack.apply(*docs[:half])
     kills = 0
     for name in KILL_ORDER:
         kill(stack, name)
         kills += 1
         stack.up()  # restarts what is not running
-    stack.apply(*docs[25:])
+    stack.apply(*docs[half:])
     kill(stack, *TWO_AT_ONCE)
     kills += len(TWO_AT_ONCE)
     stack.up()
-    converged(stack, namespace, {d["metadata"]["name"] for d in docs}, timeout=120)
+    converged(stack, namespace, {d["metadata"]["name"] for d in docs}, 120 * SCALE, record_property)
     record_property("kills_survived", kills)
     record_property("workspaces", len(docs))
 
@@ -191,20 +198,23 @@ def test_workspaces_converge_across_a_nats_restart_and_a_postgres_restart(
     tmp_path_factory: pytest.TempPathFactory, own_infra: Infra, record_property: Any
 ) -> None:
     namespace = "restarts"
-    docs = workspaces(namespace, 20)
+    docs = workspaces(namespace, 20 * SCALE)
+    third = len(docs) // 3
     home = tmp_path_factory.mktemp("restarts")
     with running_stack(home, own_infra.nats_url, own_infra.pg_url) as stack:
         stack.namespace(namespace)
-        stack.apply(*docs[:10])
+        stack.apply(*docs[:third])
         own_infra.stop_nats()
         time.sleep(1.0)
         own_infra.start_nats()
-        stack.apply(*docs[10:15])
+        stack.apply(*docs[third : 2 * third])
         own_infra.stop_postgres()
         time.sleep(1.0)
         own_infra.start_postgres()
-        stack.apply(*docs[15:])
-        converged(stack, namespace, {d["metadata"]["name"] for d in docs}, timeout=150)
+        stack.apply(*docs[2 * third :])
+        converged(
+            stack, namespace, {d["metadata"]["name"] for d in docs}, 150 * SCALE, record_property
+        )
         alive = stack.processes()
         assert all(_alive(pid) for pid, _ in alive.values()), "a service died and stayed dead"
     record_property("restarts_survived", 2)
