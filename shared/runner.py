@@ -4,7 +4,7 @@
 client (for services that use it) and the bus, registers the service's handlers, starts the
 health server, and waits. On SIGTERM or SIGINT it reports not-ready, stops taking new events,
 lets the events in flight finish (up to ``KAITEN_GRACEFUL_TIMEOUT_S``), closes everything and
-returns 0.
+returns 0. A background task (a watch) that fails stops the service the same way, and it returns 1.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from kubernetes_asyncio import client
 from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry
 
+from shared.background import Background
 from shared.bus import Bus, Clock, StreamSink, Subscription, subscriptions_by_type, utcnow
 from shared.db import Database
 from shared.errors import ConfigError
@@ -41,6 +42,8 @@ class ServiceContext:
     db: Database
     kube: client.ApiClient | None
     clock: Clock
+    # Watches and sweeps: one that ends on an error stops the service (see shared.background).
+    background: Background = field(default_factory=Background)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,10 @@ async def serve(spec: ServiceSpec, settings: Settings, stop: asyncio.Event) -> N
             stack.push_async_callback(kube.close)
 
         bus = Bus(settings, spec.name, registry=spec.registry)
-        ctx = ServiceContext(settings=settings, bus=bus, db=db, kube=kube, clock=utcnow)
+        background = Background(on_failure=lambda _error: stop.set())
+        ctx = ServiceContext(
+            settings=settings, bus=bus, db=db, kube=kube, clock=utcnow, background=background
+        )
         subscriptions = subscriptions_by_type(spec.handlers(ctx))
         for sub in subscriptions.values():
             bus.subscribe(sub)
@@ -105,6 +111,7 @@ async def serve(spec: ServiceSpec, settings: Settings, stop: asyncio.Event) -> N
                 "start nats-server with -js or set NATS_URL"
             ) from e
         stack.push_async_callback(bus.stop)
+        stack.push_async_callback(background.close)
         if spec.lifespan is not None:
             await stack.enter_async_context(spec.lifespan(ctx))
         log.info(
@@ -116,6 +123,11 @@ async def serve(spec: ServiceSpec, settings: Settings, stop: asyncio.Event) -> N
         await stop.wait()
         log.info("service.stopping", graceful_timeout_s=settings.graceful_timeout_s)
         health.draining = True
+    if background.failure is not None:
+        raise ServiceFailedError(
+            f"{spec.name} stopped: its background task failed "
+            f"({type(background.failure).__name__}: {background.failure})"
+        ) from background.failure
     log.info("service.stopped")
 
 
@@ -136,7 +148,14 @@ def run(spec: ServiceSpec, settings: Settings | None = None) -> int:
     except ConfigError as e:
         log.error("service.config_error", error=str(e))  # noqa: TRY400 -- the message is the fix
         return 2
+    except ServiceFailedError as e:
+        log.error("service.failed", error=str(e))  # noqa: TRY400 -- logged with its traceback
+        return 1
     return 0
+
+
+class ServiceFailedError(Exception):
+    """A service stopped itself because a background task (a watch, a sweep) failed."""
 
 
 def _redact(url: str) -> str:

@@ -12,7 +12,6 @@ watch, what they own and how one reconcile pass goes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from typing import Any, ClassVar
 import structlog
 
 from shared.apply import decide, replacement, stamp
+from shared.background import periodically
 from shared.bus import Bus, Clock, Subscription
 from shared.cluster import ClusterApi
 from shared.errors import KaitenError
@@ -50,6 +50,8 @@ Key = tuple[str, str]  # namespace, name
 class LoopOptions:
     resync_s: float = 300.0
     debounce_s: float = 0.1
+    retry_base_s: float = 0.5  # a workspace that failed is tried again after this, doubling
+    retry_max_s: float = 30.0
 
 
 class WorkloadService(ABC):
@@ -177,9 +179,7 @@ class WorkloadService(ABC):
             self._wake.set()
 
     async def _resync(self) -> None:
-        while True:
-            await asyncio.sleep(self.loop_options.resync_s)
-            await self.reconcile_all()
+        await periodically("resync", self.loop_options.resync_s, self.reconcile_all)
 
     async def reconcile_all(self) -> None:
         for uid in await self.store.active():
@@ -191,22 +191,38 @@ class WorkloadService(ABC):
             await self.reconcile(uid)
 
     async def _work(self) -> None:
+        delay = self.loop_options.retry_base_s
         while True:
             await self._wake.wait()
             await asyncio.sleep(self.loop_options.debounce_s)  # one pass for a burst
             self._wake.clear()
             keys, self._dirty = self._dirty, set()
-            for key in sorted(keys):
-                await self.guarded(self.reconcile_key(key), "/".join(key))
+            failed = {
+                key
+                for key in sorted(keys)
+                if not await self.guarded(self.reconcile_key(key), "/".join(key))
+            }
+            if not failed:
+                delay = self.loop_options.retry_base_s
+                continue
+            # The database, the API or NATS away for a moment: try those again soon, not at
+            # the next resync minutes away.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.loop_options.retry_max_s)
+            self._dirty |= failed
+            self._wake.set()
 
-    async def guarded(self, work: Coroutine[Any, Any, None], what: str) -> None:
-        """One workspace's failure is logged; the next change or resync tries it again."""
+    async def guarded(self, work: Coroutine[Any, Any, None], what: str) -> bool:
+        """Await one workspace's work; a failure is logged and False returned."""
         try:
             await work
         except KaitenError as e:
             self.log.warning("workload.failed", workspace=what, error=str(e))
         except Exception:
             self.log.exception("workload.error", workspace=what)
+        else:
+            return True
+        return False
 
 
 def workload_spec(
@@ -237,13 +253,11 @@ def workload_spec(
 
     @asynccontextmanager
     async def lifespan(ctx: ServiceContext) -> AsyncIterator[None]:
-        task = asyncio.create_task(service(ctx).run(), name=f"{name}-watch")
+        ctx.background.start(service(ctx).run(), f"{name}-watch")
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await ctx.background.close()
 
     return ServiceSpec(name=name, handlers=handlers, uses_kube=True, lifespan=lifespan)
 

@@ -15,7 +15,11 @@ def build_service() -> ServiceSpec:
     def build(
         store: TargetStore, bus: Bus, cluster: ClusterApi, clock: Clock, ctx: ServiceContext
     ) -> Deployer:
-        options = LoopOptions(resync_s=ctx.settings.resync_period_s)
+        options = LoopOptions(
+            resync_s=ctx.settings.resync_period_s,
+            retry_base_s=ctx.settings.retry_base_s,
+            retry_max_s=ctx.settings.retry_max_s,
+        )
         return Deployer(store, bus, cluster, clock, options)
 
     return workload_spec("deployer", build, tables)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -97,6 +95,8 @@ class Parts:
                 backend=backend,
                 cloud=ctx.settings.cloud_provider,
                 resync_s=ctx.settings.resync_period_s,
+                retry_base_s=ctx.settings.retry_base_s,
+                retry_max_s=ctx.settings.retry_max_s,
             ),
         )
         self.cloud = make_cloud(backend, settings, self.cluster)
@@ -168,17 +168,13 @@ def build_service() -> ServiceSpec:
     @asynccontextmanager
     async def lifespan(ctx: ServiceContext) -> AsyncIterator[None]:
         p = parts(ctx)
-        tasks = [asyncio.create_task(p.provisioner.run(), name="provisioner-watch")]
+        ctx.background.start(p.provisioner.run(), "provisioner-watch")
         if p.claims is not None:
-            tasks.append(asyncio.create_task(p.claims.run(), name="nodeclaim-controller"))
+            ctx.background.start(p.claims.run(), "nodeclaim-controller")
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await ctx.background.close()
             if p.cloud is not None:
                 await p.cloud.close()
 

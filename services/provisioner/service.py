@@ -52,6 +52,7 @@ from services.provisioner.nodes import (
     name_of,
 )
 from services.provisioner.store import ProvisionerStore
+from shared.background import periodically
 from shared.bus import Bus, Clock
 from shared.errors import KaitenError, PermanentError, TransientError
 from shared.events import (
@@ -82,6 +83,8 @@ class ProvisionerOptions:
     cloud: Cloud = "azure"
     resync_s: float = 300.0
     debounce_s: float = 0.1
+    retry_base_s: float = 0.5
+    retry_max_s: float = 30.0
 
     @property
     def provisions(self) -> bool:
@@ -195,14 +198,20 @@ class Provisioner:
             assessment = decide()
         return assessment
 
-    async def reconcile_all(self) -> None:
+    async def reconcile_all(self) -> bool:
+        """Assess every active workspace; True when none failed (a failure is logged and the
+        caller tries again)."""
+        ok = True
         for stored in await self.store.active():
             try:
                 await self.reconcile(stored.target.ref.uid)
-            except KaitenError as e:  # the next change or resync tries again
+            except KaitenError as e:
                 log.warning("resources.failed", workspace=stored.target.ref.key, error=str(e))
+                ok = False
             except Exception:  # a bug for one workspace must not stop the others
                 log.exception("resources.error", workspace=stored.target.ref.key)
+                ok = False
+        return ok
 
     # --- watches -------------------------------------------------------------------------
 
@@ -225,11 +234,24 @@ class Provisioner:
             self._dirty.set()
 
     async def _work(self) -> None:
+        delay = self.options.retry_base_s
         while True:
             await self._dirty.wait()
             await asyncio.sleep(self.options.debounce_s)  # one pass for a burst of changes
             self._dirty.clear()
-            await self.reconcile_all()
+            try:
+                ok = await self.reconcile_all()
+            except Exception:  # the store unreadable (PostgreSQL restarting)
+                log.exception("resources.unreadable")
+                ok = False
+            if ok:
+                delay = self.options.retry_base_s
+                continue
+            # A pass failed (the database or NATS away for a moment): try again soon rather than
+            # at the next resync, minutes away; a change seen meanwhile joins that pass.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.options.retry_max_s)
+            self._dirty.set()
 
 
 def _owner_selector(ref: WorkspaceRef) -> str:
@@ -361,10 +383,12 @@ class ClaimController:
     async def _sweep_forever(self) -> None:
         """Look at every claim again now and then: a launch whose launcher died sends no event
         when its heartbeat goes stale."""
-        while True:
-            await asyncio.sleep(self.options.heartbeat_s)
+
+        async def sweep() -> None:
             for claim in list(self._claims.values()):
                 self._consider(claim)
+
+        await periodically("nodeclaim-sweep", self.options.heartbeat_s, sweep)
 
     async def _heartbeat(self, name: str) -> None:
         while True:
@@ -510,10 +534,10 @@ class ClaimController:
         return collected
 
     async def _collect_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.gc_interval_s)
-            with contextlib.suppress(KaitenError):
-                await self.collect()
+        async def collect() -> None:
+            await self.collect()
+
+        await periodically("instance-gc", self.options.gc_interval_s, collect)
 
     async def _node(self, pool: str) -> Manifest | None:
         nodes = await self.cluster.list_nodes(f"{AGENTPOOL_LABELS[1]}={pool}")

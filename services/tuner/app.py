@@ -16,7 +16,10 @@ def build_service() -> ServiceSpec:
         store: TargetStore, bus: Bus, cluster: ClusterApi, clock: Clock, ctx: ServiceContext
     ) -> Tuner:
         options = TunerOptions(
-            resync_s=ctx.settings.resync_period_s, progress_s=ctx.settings.tuning_progress_s
+            resync_s=ctx.settings.resync_period_s,
+            retry_base_s=ctx.settings.retry_base_s,
+            retry_max_s=ctx.settings.retry_max_s,
+            progress_s=ctx.settings.tuning_progress_s,
         )
         return Tuner(store, bus, cluster, clock, options)
 

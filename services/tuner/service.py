@@ -31,6 +31,7 @@ from services.tuner.status import (
     parse_progress,
     started,
 )
+from shared.background import periodically
 from shared.bus import Bus, Clock
 from shared.cluster import ClusterApi
 from shared.errors import KaitenError, PermanentError
@@ -198,10 +199,11 @@ class Tuner(WorkloadService):
             self._running.discard(uid)
 
     async def _poll_progress(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.progress_s)
+        async def poll() -> None:
             for uid in sorted(self._running):
                 await self.guarded(self.reconcile(uid, read_progress=True), uid)
+
+        await periodically("tuning-progress", self.options.progress_s, poll)
 
 
 # --- pure helpers ----------------------------------------------------------------------------

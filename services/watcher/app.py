@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -10,7 +9,6 @@ from datetime import timedelta
 import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.exc import SQLAlchemyError
 
 from presets.catalog import default_catalog
 from services.watcher.audit import AuditLog
@@ -18,6 +16,7 @@ from services.watcher.kubeapi import WorkspaceApi
 from services.watcher.service import Watcher, WatcherOptions
 from services.watcher.store import WatcherStore
 from services.watcher.webhook import WebhookSettings, serve_webhook
+from shared.background import periodically
 from shared.bus import StreamSink, Subscription
 from shared.events import EventType
 from shared.runner import ServiceContext, ServiceSpec
@@ -95,16 +94,14 @@ def build_service() -> ServiceSpec:
     async def lifespan(ctx: ServiceContext) -> AsyncIterator[None]:
         async with webhook(ctx):
             watcher = holder.get(ctx)
-            tasks = [asyncio.create_task(watcher.run(), name="watch-workspaces")]
+            ctx.background.start(watcher.run(), "watch-workspaces")
             retention = WatcherSettings().audit_retention_days
             if retention > 0:
-                tasks.append(asyncio.create_task(_prune_forever(watcher, retention)))
+                ctx.background.start(_prune_forever(watcher, retention), "audit-prune")
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await ctx.background.close()
 
     return ServiceSpec(
         name="watcher", handlers=handlers, uses_kube=True, lifespan=lifespan, sinks=sinks
@@ -113,15 +110,13 @@ def build_service() -> ServiceSpec:
 
 async def _prune_forever(watcher: Watcher, days: float, every_s: float = 3600.0) -> None:
     """Forget audit messages older than ``days``, at start and then hourly."""
-    while True:
-        try:
-            removed = await watcher.prune_audit(timedelta(days=days))
-        except SQLAlchemyError as e:
-            log.warning("audit.prune_failed", error=str(e))
-        else:
-            if removed:
-                log.info("audit.pruned", messages=removed, older_than_days=days)
-        await asyncio.sleep(every_s)
+
+    async def prune() -> None:
+        removed = await watcher.prune_audit(timedelta(days=days))
+        if removed:
+            log.info("audit.pruned", messages=removed, older_than_days=days)
+
+    await periodically("audit-prune", every_s, prune, at_start=True)
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from services.watcher import core
 from services.watcher.audit import AuditLog, record_of, status_phases
 from services.watcher.kubeapi import GoneError, WorkspaceApi
 from services.watcher.store import WatcherStore
+from shared.background import periodically
 from shared.bus import Bus, Delivered
 from shared.errors import KaitenError, PermanentError, TransientError
 from shared.events import (
@@ -34,6 +35,9 @@ from shared.kube import Manifest
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
+# A Workspace that failed on a transient error is handled again after this long, doubling.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,9 @@ class Watcher:
         self.audit = audit
         self._pending: dict[tuple[str, str], _Pending] = defaultdict(_Pending)
         self._rechecks: set[str] = set()
+        self._retries: set[tuple[str, str]] = set()
+        # (uid, condition type) -> when the newest report taken of it occurred
+        self._reported: dict[tuple[str, str], datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- observe -----------------------------------------------------------------------------
@@ -120,9 +127,7 @@ class Watcher:
                 delay = min(delay * 2, 10.0)
 
     async def _resync_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.resync_s)
-            await self.resync()
+        await periodically("resync", self.options.resync_s, self.resync)
 
     async def resync(self) -> None:
         """Announce every Workspace again (heals lost events) and check deletion timeouts."""
@@ -131,16 +136,43 @@ class Watcher:
             for obj in items:
                 await self._safely(obj, "resync")
 
-    async def _safely(self, obj: Manifest, trigger: str) -> None:
+    async def _safely(self, obj: Manifest, trigger: str, *, delay: float = RETRY_FIRST_S) -> None:
+        meta = obj.get("metadata", {})
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         try:
             await self.on_workspace(obj, trigger)
         except KaitenError as e:  # the next event or resync for it tries again
-            meta = obj.get("metadata", {})
-            log.warning(
-                "workspace.failed",
-                workspace=f"{meta.get('namespace')}/{meta.get('name')}",
-                error=str(e),
-            )
+            log.warning("workspace.failed", workspace=f"{namespace}/{name}", error=str(e))
+            if isinstance(e, TransientError):
+                wait = e.delay if e.delay is not None else delay
+                self._retry_later(namespace, name, trigger, wait)
+        except Exception:  # the database or the bus away for a moment (or a bug): try again
+            log.exception("workspace.error", workspace=f"{namespace}/{name}")
+            self._retry_later(namespace, name, trigger, delay)
+
+    def _retry_later(self, namespace: str, name: str, trigger: str, delay: float) -> None:
+        """Handle a Workspace again after ``delay`` when a transient error (an API fault) failed
+        it, as a controller requeues: no event may come for it before the resync (minutes)."""
+        key = (namespace, name)
+        if key in self._retries:
+            return
+        self._retries.add(key)
+        backoff = min(delay * 2, RETRY_MAX_S)
+
+        async def retry() -> None:
+            await asyncio.sleep(delay)
+            self._retries.discard(key)
+            try:
+                obj = await self.api.get(namespace, name)
+            except (KaitenError, OSError):
+                self._retry_later(namespace, name, trigger, backoff)
+                return
+            if obj is not None:
+                await self._safely(obj, trigger, delay=backoff)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def on_workspace(self, obj: Manifest, trigger: str) -> None:
         ref = core.workspace_ref(obj)
@@ -241,6 +273,8 @@ class Watcher:
                 )
         await self._remove_finalizer(ref, obj)
         await self.store.forget(ref.uid)
+        for key in [k for k in self._reported if k[0] == ref.uid]:
+            del self._reported[key]
         log.info("workspace.released", workspace=ref.key, waited_for=waiting or None)
 
     async def _remove_finalizer(self, ref: WorkspaceRef, obj: Manifest | None) -> None:
@@ -271,7 +305,16 @@ class Watcher:
 
     async def on_condition(self, event: Envelope[Any]) -> None:
         await self.store.add_involved(event.workspace, event.source, self.clock())
-        await self.apply_status(event.workspace, StatusUpdate(conditions=(event.data.condition,)))
+        condition = event.data.condition
+        key = (event.workspace.uid, condition.type)
+        latest = self._reported.get(key)
+        if latest is not None and event.occurred_at < latest:
+            # A report redelivered after a failed write (an API fault), older than one already
+            # taken: applying it would undo the newer (Ready, then the older Pending again).
+            log.info("condition.stale", workspace=event.workspace.key, type=condition.type)
+            return
+        self._reported[key] = event.occurred_at
+        await self.apply_status(event.workspace, StatusUpdate(conditions=(condition,)))
 
     async def on_resources_ready(self, event: Envelope[Any]) -> None:
         await self.store.add_involved(event.workspace, event.source, self.clock())

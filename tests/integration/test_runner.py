@@ -10,7 +10,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from localdev import infra
 from localdev.kubeapi.cluster import DevCluster
 from shared.bus import Bus, consumer_name
 from shared.events import EventType, ResourcesReady
+from shared.runner import ServiceContext, ServiceFailedError, ServiceSpec, serve
 from shared.settings import Settings
 from tests.support.bus import event, stream_reader
 from tests.support.polling import eventually
@@ -188,3 +190,24 @@ async def test_unreachable_nats_fails_start_with_a_message_naming_the_fix(
     output = proc.stdout.read().decode() if proc.stdout else ""
     assert "NATS JetStream does not answer" in output
     assert "set NATS_URL" in output
+
+
+async def test_a_background_task_that_dies_stops_the_service_with_an_error(
+    settings: Settings,
+) -> None:
+    """A watch that ends on an error must not leave a process that takes events but no longer
+    watches: the service stops, and ``run`` would return 1 so its supervisor restarts it."""
+
+    @asynccontextmanager
+    async def lifespan(ctx: ServiceContext) -> AsyncIterator[None]:
+        async def broken_watch() -> None:
+            await asyncio.sleep(0.1)
+            raise ValueError("the watch broke")
+
+        ctx.background.start(broken_watch(), "broken-watch")
+        yield
+
+    spec = ServiceSpec(name="planner", handlers=lambda _ctx: [], lifespan=lifespan)
+    stop = asyncio.Event()  # never set: the failure alone stops the service
+    with pytest.raises(ServiceFailedError, match="the watch broke"):
+        await asyncio.wait_for(serve(spec, settings, stop), timeout=30)
