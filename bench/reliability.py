@@ -33,7 +33,10 @@ def run_round(scale: int, junit: Path) -> tuple[int, float]:
     env = {**os.environ, "KAITEN_RELIABILITY_SCALE": str(scale)}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/reliability", "-q", f"--junitxml={junit}"],
+        [
+            *(sys.executable, "-m", "pytest", "tests/reliability", "-q"),
+            *("-o", "junit_family=xunit1", f"--junitxml={junit}"),  # xunit1 keeps properties
+        ],
         cwd=ROOT,
         env=env,
         check=False,
