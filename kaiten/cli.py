@@ -73,6 +73,13 @@ def cluster(
             "keep their volumes and logs (default: next to --state, else a temporary folder)."
         ),
     ] = None,
+    pod_ready_s: Annotated[
+        float | None,
+        typer.Option(
+            envvar="KAITEN_CLUSTER_POD_READY_S",
+            help="With --simulate: seconds before a simulated pod turns Ready (default 0.3).",
+        ),
+    ] = None,
 ) -> None:
     """Run the development cluster: a Kubernetes API emulator for the local stack and tests."""
     from localdev.kubeapi.cluster import serve_cluster  # noqa: PLC0415
@@ -90,6 +97,7 @@ def cluster(
             simulate=simulate,
             stop=stop,
             pods_dir=pods_dir.resolve() if pods_dir is not None else None,
+            pod_ready_s=pod_ready_s,
         )
 
     asyncio.run(main())

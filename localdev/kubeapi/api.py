@@ -146,8 +146,9 @@ class Api:
     ) -> tuple[list[Obj], int]:
         items = [
             self._as_version(rt, version, obj)
-            for obj in self.store.list(rt.key, ns if rt.namespaced else None)
-            if selected(obj, labels, fields)
+            for obj in self.store.list(
+                rt.key, ns if rt.namespaced else None, lambda o: selected(o, labels, fields)
+            )
         ]
         return items, self.store.rv
 
@@ -214,7 +215,7 @@ class Api:
         spec = obj.setdefault("spec", {})
         if spec.get("type") == "ExternalName" or spec.get("clusterIP"):
             return
-        used = {(s.get("spec") or {}).get("clusterIP") for s in self.store.list(SERVICE_KEY)}
+        used = {(s.get("spec") or {}).get("clusterIP") for s in self.store.scan(SERVICE_KEY)}
         ip = "10.96.0.1"
         while ip in used:  # the service CIDR 10.96.0.0/16, as kubeadm's default
             ip = f"10.96.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"

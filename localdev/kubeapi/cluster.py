@@ -115,21 +115,24 @@ async def serve_cluster(
     simulate: bool,
     stop: asyncio.Event,
     pods_dir: Path | None = None,
+    pod_ready_s: float | None = None,
 ) -> None:
     """Run a development cluster until ``stop`` is set (``kaiten cluster``). With ``simulate``,
-    pods of local-cpu nodes run as processes, with their folders under ``pods_dir``."""
+    pods of local-cpu nodes run as processes, with their folders under ``pods_dir``, and
+    simulated pods turn Ready after ``pod_ready_s`` (default ``SimOptions``')."""
     cluster = DevCluster(state_file=state_file)
     url = await cluster.start(host, port)
     simulator = None
     if simulate:
         from localdev.kubeapi.localpods import LocalPods  # noqa: PLC0415
-        from localdev.kubeapi.simulate import Simulator  # noqa: PLC0415
+        from localdev.kubeapi.simulate import SimOptions, Simulator  # noqa: PLC0415
 
         if pods_dir is None:
             base = state_file.parent if state_file is not None else Path(tempfile.mkdtemp())
             pods_dir = base / "pods"
         local = LocalPods(cluster.api, pods_dir)
-        simulator = Simulator(cluster.api, local=local)
+        options = SimOptions() if pod_ready_s is None else SimOptions(pod_ready_delay_s=pod_ready_s)
+        simulator = Simulator(cluster.api, options, local=local)
         simulator.start()
         cluster.server.controls.update(nodes=simulator.control_nodes, pods=simulator.control_pods)
         cluster.server.pod_proxy = simulator.pod_proxy

@@ -291,7 +291,7 @@ class Simulator:
 
     def _retry_unscheduled(self) -> None:
         """A node joined or a pod freed its GPUs: pending pods try to schedule again."""
-        for pod in self.api.store.list(POD_KEY):
+        for pod in self.api.store.scan(POD_KEY):
             if not pod.get("spec", {}).get("nodeName"):
                 self._enqueue(POD_KEY, pod)
 
@@ -493,7 +493,7 @@ class Simulator:
         node, reason = (None, "simulated") if mode == "Unschedulable" else self._pick_node(pod)
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if node is None:
-            message = f"0/{len(self.api.store.list(NODE_KEY))} nodes are available: {reason}."
+            message = f"0/{self.api.store.count(NODE_KEY)} nodes are available: {reason}."
             before = [
                 (c.get("reason"), c.get("message"))
                 for c in (pod.get("status") or {}).get("conditions") or []
@@ -518,21 +518,24 @@ class Simulator:
         spec = pod.get("spec") or {}
         wanted_gpus = sum(_gpu_request(c) for c in spec.get("containers") or [])
         reasons: list[str] = []
-        for node in self.api.store.list(NODE_KEY):
-            why = _node_refuses(node, spec, wanted_gpus, self._gpus_used(node["metadata"]["name"]))
+        used = self._gpus_used() if wanted_gpus else {}
+        for node in self.api.store.scan(NODE_KEY):
+            name = node["metadata"]["name"]
+            why = _node_refuses(node, spec, wanted_gpus, used.get(name, 0))
             if why is None:
-                return node["metadata"]["name"], ""
+                return name, ""
             reasons.append(why)
         return None, ", ".join(sorted(set(reasons))) or "no nodes available to schedule pods"
 
-    def _gpus_used(self, node: str) -> int:
-        return sum(
-            _gpu_request(c)
-            for p in self.api.store.list(POD_KEY)
-            if p.get("spec", {}).get("nodeName") == node
-            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            for c in p["spec"].get("containers") or []
-        )
+    def _gpus_used(self) -> dict[str, int]:
+        """GPUs requested by the running pods of each node (one pass over the pods)."""
+        used: dict[str, int] = {}
+        for p in self.api.store.scan(POD_KEY):
+            node = p.get("spec", {}).get("nodeName")
+            if node and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                gpus = sum(_gpu_request(c) for c in p["spec"].get("containers") or [])
+                used[node] = used.get(node, 0) + gpus
+        return used
 
     async def _start(self, pod: Obj) -> None:
         now = now_rfc3339()
@@ -680,16 +683,16 @@ class Simulator:
     def _owned_pods(self, owner: Obj) -> list[Obj]:
         uid = owner["metadata"]["uid"]
         selector = (owner.get("spec") or {}).get("selector")
-        return [
-            p
-            for p in self.api.store.list(POD_KEY, owner["metadata"]["namespace"])
-            if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
-            and not p["metadata"].get("deletionTimestamp")
-            and (
-                not selector
-                or matches_labels(label_selector_from_dict(selector), p["metadata"].get("labels"))
+        wanted = label_selector_from_dict(selector) if selector else None
+
+        def owned(p: Obj) -> bool:
+            return (
+                any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+                and not p["metadata"].get("deletionTimestamp")
+                and (wanted is None or matches_labels(wanted, p["metadata"].get("labels")))
             )
-        ]
+
+        return self.api.store.list(POD_KEY, owner["metadata"]["namespace"], owned)
 
     def _owner_kind(self, pod: Obj) -> str | None:
         refs = pod["metadata"].get("ownerReferences") or []

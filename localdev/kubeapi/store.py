@@ -9,7 +9,7 @@ import builtins
 import copy
 import json
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,13 +61,30 @@ class Store:
         obj = self._objects.get(resource, {}).get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, resource: Key, namespace: str | None = None) -> list[Obj]:
-        items = self._objects.get(resource, {})
+    def list(
+        self,
+        resource: Key,
+        namespace: str | None = None,
+        where: Callable[[Obj], bool] | None = None,
+    ) -> list[Obj]:
+        """Copies of the objects (of ``namespace``, for which ``where`` holds), by name. Only
+        those selected are copied: a label-selected list of a few among thousands stays cheap."""
         return [
             copy.deepcopy(obj)
-            for (ns, _), obj in sorted(items.items())
-            if namespace is None or ns == namespace
+            for obj in self.scan(resource, namespace)
+            if where is None or where(obj)
         ]
+
+    def scan(self, resource: Key, namespace: str | None = None) -> Iterator[Obj]:
+        """The stored objects themselves, by name, uncopied: read them, never change them (every
+        write stores a new copy, so what this yields stays a consistent snapshot)."""
+        items = self._objects.get(resource, {})
+        for (ns, _), obj in sorted(items.items(), key=lambda item: item[0]):
+            if namespace is None or ns == namespace:
+                yield obj
+
+    def count(self, resource: Key) -> int:
+        return len(self._objects.get(resource, {}))
 
     def all_objects(self) -> Iterable[tuple[Key, Obj]]:
         for resource, items in list(self._objects.items()):
