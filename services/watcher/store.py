@@ -29,6 +29,10 @@ class Seen:
 class WatcherStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # (uid, service) pairs this process has recorded as involved: every condition report
+        # names its sender, and only the first per pair changes the row, so the rest skip the
+        # database round trip. Another replica or a restart records again (it is idempotent).
+        self._involved: set[tuple[str, str]] = set()
 
     async def get(self, uid: str) -> Seen | None:
         async with self.db.sessions() as session:
@@ -79,9 +83,10 @@ class WatcherStore:
             return (await session.execute(stmt)).first() is not None
 
     async def add_involved(self, ref: WorkspaceRef, service: str, now: datetime) -> None:
-        if service not in CLEANING_SERVICES:
+        if service not in CLEANING_SERVICES or (ref.uid, service) in self._involved:
             return
         await self._append(ref, "involved", service, now)
+        self._involved.add((ref.uid, service))
 
     async def add_cleaned(self, ref: WorkspaceRef, service: str, now: datetime) -> None:
         await self._append(ref, "cleaned", service, now)
@@ -127,3 +132,4 @@ class WatcherStore:
     async def forget(self, uid: str) -> None:
         async with self.db.sessions.begin() as session:
             await session.execute(sa.delete(workspaces).where(workspaces.c.workspace_uid == uid))
+        self._involved = {k for k in self._involved if k[0] != uid}

@@ -167,3 +167,39 @@ async def test_no_configuration_at_all_says_what_to_set(
     monkeypatch.delenv("KUBECONFIG", raising=False)
     with pytest.raises(ConfigError, match="set KUBECONFIG"):
         await new_api_client(Settings())
+
+
+async def test_the_proxy_is_decided_once_and_no_request_looks_up_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's trust_env reads the proxy variables and ~/.netrc in a worker thread on every
+    request; the client decides the proxy when it is built instead (NO_PROXY respected)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://api.example:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    api_client = await new_api_client(Settings(kubeconfig=str(kubeconfig)))
+    try:
+        assert api_client.rest_client.pool_manager.trust_env is False
+        assert api_client.configuration.proxy == "http://proxy.example:3128"
+        assert api_client.configuration.proxy_headers["Proxy-Authorization"].startswith("Basic ")
+    finally:
+        await api_client.close()
+    monkeypatch.setenv("NO_PROXY", "api.example")
+    api_client = await new_api_client(Settings(kubeconfig=str(kubeconfig)))
+    try:
+        assert api_client.configuration.proxy is None
+    finally:
+        await api_client.close()
