@@ -470,7 +470,8 @@ def run_lower_bound(count: int, home: Path) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError("the lower bound's cluster did not start")
             time.sleep(0.1)
-        from bench.scale_lower_bound import lower_bound  # noqa: PLC0415
+        from scale_lower_bound import lower_bound  # noqa: PLC0415 -- bench/ is on sys.path
+
         from localdev.stack import _install_crd  # noqa: PLC0415
 
         _install_crd(f"http://127.0.0.1:{port}")

@@ -194,7 +194,8 @@ async def test_the_proxy_is_decided_once_and_no_request_looks_up_the_environment
     try:
         assert api_client.rest_client.pool_manager.trust_env is False
         assert api_client.configuration.proxy == "http://proxy.example:3128"
-        assert api_client.configuration.proxy_headers["Proxy-Authorization"].startswith("Basic ")
+        headers = api_client.configuration.proxy_headers or {}
+        assert headers["Proxy-Authorization"].startswith("Basic ")
     finally:
         await api_client.close()
     monkeypatch.setenv("NO_PROXY", "api.example")
