@@ -49,7 +49,9 @@ from services.provisioner.nodes import (
     assess,
     condition_of,
     is_deleting,
+    labels_of,
     name_of,
+    owner_of,
 )
 from services.provisioner.store import ProvisionerStore
 from shared.background import periodically
@@ -106,6 +108,13 @@ class Provisioner:
         self.clock = clock
         self.options = options
         self._dirty = asyncio.Event()
+        # What the next pass looks at: these workspaces, or every one when _full.
+        self._keys: set[tuple[str, str]] = set()
+        self._full = True
+        # The nodes as the watch last saw them (an informer's cache): every assessment reads
+        # them, and listing every node per workspace made a burst quadratic. None until listed.
+        self._nodes: dict[str, Manifest] | None = None
+        self._listing: dict[str, Manifest] = {}
 
     # --- events --------------------------------------------------------------------------
 
@@ -171,7 +180,11 @@ class Provisioner:
             )
 
     async def _assess(self, target: Target, workers: tuple[str, ...]) -> Assessment:
-        nodes = await self.cluster.list_nodes()
+        nodes = (
+            [dict(n) for n in self._nodes.values()]
+            if self._nodes is not None
+            else await self.cluster.list_nodes()
+        )
         claims = (
             await self.cluster.list_claims(_owner_selector(target.ref))
             if self.options.provisions
@@ -192,17 +205,22 @@ class Provisioner:
         if assessment.label:
             for name in assessment.label:  # Kaito labels the GPU nodes it uses (reference 2.4)
                 await self.cluster.label_node(name, {ACCELERATOR_LABEL: ACCELERATOR})
-            for node in nodes:
+            for node in nodes:  # shallow copies of the cache: give them metadata of their own
                 if name_of(node) in assessment.label:
-                    node["metadata"].setdefault("labels", {})[ACCELERATOR_LABEL] = ACCELERATOR
+                    meta = node["metadata"]
+                    labels = {**(meta.get("labels") or {}), ACCELERATOR_LABEL: ACCELERATOR}
+                    node["metadata"] = {**meta, "labels": labels}
             assessment = decide()
         return assessment
 
-    async def reconcile_all(self) -> bool:
-        """Assess every active workspace; True when none failed (a failure is logged and the
-        caller tries again)."""
+    async def reconcile_all(self, only: set[tuple[str, str]] | None = None) -> bool:
+        """Assess every active workspace (or those of ``only``); True when none failed (a
+        failure is logged and the caller tries again)."""
         ok = True
         for stored in await self.store.active():
+            ref = stored.target.ref
+            if only is not None and (ref.namespace, ref.name) not in only:
+                continue
             try:
                 await self.reconcile(stored.target.ref.uid)
             except KaitenError as e:
@@ -218,20 +236,50 @@ class Provisioner:
     async def run(self) -> None:
         """Re-assess on every Node or NodeClaim change and every resync, until cancelled."""
 
-        async def poke(_kind: str, _obj: Manifest) -> None:
-            self._dirty.set()
-
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.cluster.follow_nodes(poke))
+            group.create_task(self.cluster.follow_nodes(self.on_node))
             if self.options.provisions:
-                group.create_task(self.cluster.follow_claims(poke))
+                group.create_task(self.cluster.follow_claims(self.on_claim))
             group.create_task(self._resync())
             group.create_task(self._work())
+
+    async def on_node(self, kind: str, node: Manifest) -> None:
+        """Keep the node cache, and mark the workspace a node was made for (any workspace, for
+        a node of nobody's: its selector may match it)."""
+        if kind == "LISTED":
+            self._listing[name_of(node)] = node
+            return
+        if kind == "SYNCED":  # a (re)list: the cache is what it returned, changes may be missed
+            self._nodes, self._listing = self._listing, {}
+            self._poke(None)
+            return
+        if self._nodes is not None:
+            if kind == "DELETED":
+                self._nodes.pop(name_of(node), None)
+            else:
+                self._nodes[name_of(node)] = node
+        self._poke(owner_of(node))
+
+    async def on_claim(self, kind: str, claim: Manifest) -> None:
+        if kind == "SYNCED":
+            self._poke(None)
+        elif kind != "LISTED":
+            labels = labels_of(claim)
+            name, namespace = labels.get(WORKSPACE_LABEL), labels.get(WORKSPACE_NAMESPACE_LABEL)
+            self._poke((namespace, name) if name and namespace else None)
+
+    def _poke(self, key: tuple[str, str] | None) -> None:
+        """Look at workspace ``key`` (None: at every workspace) in the next pass."""
+        if key is None:
+            self._full = True
+        else:
+            self._keys.add(key)
+        self._dirty.set()
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.options.resync_s)
-            self._dirty.set()
+            self._poke(None)
 
     async def _work(self) -> None:
         delay = self.options.retry_base_s
@@ -239,8 +287,10 @@ class Provisioner:
             await self._dirty.wait()
             await asyncio.sleep(self.options.debounce_s)  # one pass for a burst of changes
             self._dirty.clear()
+            only = None if self._full else self._keys
+            self._full, self._keys = False, set()
             try:
-                ok = await self.reconcile_all()
+                ok = await self.reconcile_all(only)
             except Exception:  # the store unreadable (PostgreSQL restarting)
                 log.exception("resources.unreadable")
                 ok = False
@@ -251,7 +301,7 @@ class Provisioner:
             # at the next resync, minutes away; a change seen meanwhile joins that pass.
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.retry_max_s)
-            self._dirty.set()
+            self._poke(None)
 
 
 def _owner_selector(ref: WorkspaceRef) -> str:

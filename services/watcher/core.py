@@ -259,6 +259,17 @@ def _annotation_ops(workspace: Mapping[str, Any], wanted: Mapping[str, str]) -> 
     return ops
 
 
+def bookkeeping_current(workspace: Mapping[str, Any], hash_: str) -> bool:
+    """The finalizer is there and the annotations already record ``hash_`` with a revision: a
+    status change, which needs no revision lookup."""
+    annotations = _metadata(workspace).get("annotations") or {}
+    return (
+        annotations.get(HASH_ANNOTATION) == hash_
+        and bool(annotations.get(REVISION_ANNOTATION))
+        and not _finalizer_ops(workspace)
+    )
+
+
 def bookkeeping_patch(workspace: Mapping[str, Any], hash_: str, revision: int) -> list[Obj] | None:
     """A JSON Patch adding the finalizer (unless the object is already being deleted) and setting
     the hash and revision annotations, guarded by a test of resourceVersion; ``None`` if current.

@@ -21,7 +21,7 @@ from services.watcher.audit import AuditLog, record_of, status_phases
 from services.watcher.kubeapi import GoneError, WorkspaceApi
 from services.watcher.store import WatcherStore
 from shared.background import periodically
-from shared.bus import Bus, Delivered
+from shared.bus import Bus, Delivered, KeyedLocks
 from shared.errors import KaitenError, PermanentError, TransientError
 from shared.events import (
     Condition,
@@ -38,6 +38,8 @@ Clock = Callable[[], datetime]
 # A Workspace that failed on a transient error is handled again after this long, doubling.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+# Observed Workspaces handled at once (each waits on the API, the database and the bus).
+OBSERVE_CONCURRENCY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,11 @@ class Watcher:
         self._retries: set[tuple[str, str]] = set()
         # (uid, condition type) -> when the newest report taken of it occurred
         self._reported: dict[tuple[str, str], datetime] = {}
+        # uid -> the newest generation known announced (saves a query per status write's event)
+        self._announced: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_order = KeyedLocks()
+        self._slots = asyncio.Semaphore(OBSERVE_CONCURRENCY)
 
     # --- observe -----------------------------------------------------------------------------
 
@@ -108,7 +114,7 @@ class Watcher:
             try:
                 items, version = await self.api.list_workspaces(namespace)
                 for obj in items:
-                    await self._safely(obj, trigger)
+                    self._dispatch(obj, trigger)
                 delay = 0.2
                 while True:  # a stream that ends (timeout, cut) resumes from the last version
                     async for kind, obj in self.api.watch(
@@ -116,7 +122,7 @@ class Watcher:
                     ):
                         version = str(obj["metadata"].get("resourceVersion") or version)
                         if kind in ("ADDED", "MODIFIED"):
-                            await self._safely(obj, "watch")
+                            self._dispatch(obj, "watch")
             except GoneError:
                 log.info("watch.gone", namespace=namespace or "*")
                 trigger = "relist"
@@ -125,6 +131,21 @@ class Watcher:
                 trigger = "relist"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _dispatch(self, obj: Manifest, trigger: str) -> None:
+        """Handle one observed Workspace in a task of its own: Workspaces overlap (each takes
+        several API, database and bus round trips, so a burst handled one by one queued for
+        seconds), and one Workspace's observations are handled in the order seen."""
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+
+        async def handle() -> None:
+            async with self._in_order.hold(key), self._slots:
+                await self._safely(obj, trigger)
+
+        task = asyncio.get_running_loop().create_task(handle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _resync_forever(self) -> None:
         await periodically("resync", self.options.resync_s, self.resync)
@@ -180,8 +201,14 @@ class Watcher:
             await self._deletion(obj, ref)
             return
         spec_hash = core.spec_hash(obj)
-        obj = await self._bookkeeping(obj, spec_hash)
-        is_new = await self.store.announced_generation(ref.uid) < ref.generation
+        # A watch event of a status write needs no revision lookup; a resync or relist checks.
+        if trigger != "watch" or not core.bookkeeping_current(obj, spec_hash):
+            obj = await self._bookkeeping(obj, spec_hash)
+        announced = self._announced.get(ref.uid, 0)
+        if announced < ref.generation:  # only a generation not known announced asks the store
+            announced = await self.store.announced_generation(ref.uid)
+            self._announced[ref.uid] = announced
+        is_new = announced < ref.generation
         if not is_new and trigger not in ("resync", "relist"):
             return
         reason = trigger if not is_new else ("added" if ref.generation <= 1 else "changed")
@@ -191,6 +218,7 @@ class Watcher:
         await self.bus.publish(new_event(data, source="watcher", workspace=ref, now=self.clock()))
         if is_new:
             await self.store.announce(ref, spec_hash, self.clock())
+            self._announced[ref.uid] = ref.generation
 
     async def _bookkeeping(self, obj: Manifest, spec_hash: str) -> Manifest:
         meta = obj["metadata"]
@@ -275,6 +303,7 @@ class Watcher:
         await self.store.forget(ref.uid)
         for key in [k for k in self._reported if k[0] == ref.uid]:
             del self._reported[key]
+        self._announced.pop(ref.uid, None)
         log.info("workspace.released", workspace=ref.key, waited_for=waiting or None)
 
     async def _remove_finalizer(self, ref: WorkspaceRef, obj: Manifest | None) -> None:
