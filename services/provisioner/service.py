@@ -115,6 +115,9 @@ class Provisioner:
         # them, and listing every node per workspace made a burst quadratic. None until listed.
         self._nodes: dict[str, Manifest] | None = None
         self._listing: dict[str, Manifest] = {}
+        # The same for NodeClaims, by workspace (namespace, name) then claim name.
+        self._claims: dict[tuple[str, str], dict[str, Manifest]] | None = None
+        self._claims_listing: dict[tuple[str, str], dict[str, Manifest]] = {}
 
     # --- events --------------------------------------------------------------------------
 
@@ -185,11 +188,13 @@ class Provisioner:
             if self._nodes is not None
             else await self.cluster.list_nodes()
         )
-        claims = (
-            await self.cluster.list_claims(_owner_selector(target.ref))
-            if self.options.provisions
-            else []
-        )
+        key = (target.ref.namespace, target.ref.name)
+        if not self.options.provisions:
+            claims: list[Manifest] = []
+        elif self._claims is not None:
+            claims = [dict(c) for c in (self._claims.get(key) or {}).values()]
+        else:
+            claims = await self.cluster.list_claims(_owner_selector(target.ref))
 
         def decide() -> Assessment:
             return assess(
@@ -217,17 +222,14 @@ class Provisioner:
         """Assess every active workspace (or those of ``only``); True when none failed (a
         failure is logged and the caller tries again)."""
         ok = True
-        for stored in await self.store.active():
-            ref = stored.target.ref
-            if only is not None and (ref.namespace, ref.name) not in only:
-                continue
+        for found in await self.store.active(only):
             try:
-                await self.reconcile(stored.target.ref.uid)
+                await self.reconcile(found.uid)
             except KaitenError as e:
-                log.warning("resources.failed", workspace=stored.target.ref.key, error=str(e))
+                log.warning("resources.failed", workspace=found.key, error=str(e))
                 ok = False
             except Exception:  # a bug for one workspace must not stop the others
-                log.exception("resources.error", workspace=stored.target.ref.key)
+                log.exception("resources.error", workspace=found.key)
                 ok = False
         return ok
 
@@ -261,12 +263,28 @@ class Provisioner:
         self._poke(owner_of(node))
 
     async def on_claim(self, kind: str, claim: Manifest) -> None:
+        """Keep the NodeClaim cache, and mark the claim's workspace."""
         if kind == "SYNCED":
+            self._claims, self._claims_listing = self._claims_listing, {}
             self._poke(None)
-        elif kind != "LISTED":
-            labels = labels_of(claim)
-            name, namespace = labels.get(WORKSPACE_LABEL), labels.get(WORKSPACE_NAMESPACE_LABEL)
-            self._poke((namespace, name) if name and namespace else None)
+            return
+        labels = labels_of(claim)
+        name, namespace = labels.get(WORKSPACE_LABEL), labels.get(WORKSPACE_NAMESPACE_LABEL)
+        owner = (namespace, name) if name and namespace else None
+        if owner is None:
+            return  # not a workspace's claim: no assessment reads it
+        if kind == "LISTED":
+            self._claims_listing.setdefault(owner, {})[name_of(claim)] = claim
+            return
+        if self._claims is not None:
+            mine = self._claims.setdefault(owner, {})
+            if kind == "DELETED":
+                mine.pop(name_of(claim), None)
+                if not mine:
+                    del self._claims[owner]
+            else:
+                mine[name_of(claim)] = claim
+        self._poke(owner)
 
     def _poke(self, key: tuple[str, str] | None) -> None:
         """Look at workspace ``key`` (None: at every workspace) in the next pass."""
