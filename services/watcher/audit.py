@@ -277,6 +277,20 @@ class Recorded:
     advanced: tuple[tuple[str, int], ...]  # (uid, generation)
 
 
+_STORE_EVENTS = (
+    pg_insert(audit_events)
+    .on_conflict_do_nothing(index_elements=[audit_events.c.id])
+    .returning(audit_events.c.id)
+)
+_PHASE_INSERT = pg_insert(audit_phases)
+# A phase keeps its earliest time (a redelivered or late event cannot move it later).
+_STORE_PHASES = _PHASE_INSERT.on_conflict_do_update(
+    index_elements=[audit_phases.c.workspace_uid, audit_phases.c.generation, audit_phases.c.phase],
+    set_={"at": _PHASE_INSERT.excluded.at, "event_id": _PHASE_INSERT.excluded.event_id},
+    where=_PHASE_INSERT.excluded.at < audit_phases.c.at,
+).returning(audit_phases.c.workspace_uid, audit_phases.c.generation)
+
+
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -321,27 +335,12 @@ class AuditLog:
                         "event_id": r.id,
                     }
         async with self.db.sessions.begin() as session:
-            stored = await session.execute(
-                pg_insert(audit_events)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=[audit_events.c.id])
-                .returning(audit_events.c.id)
-            )
+            # One statement each, compiled once and cached: the parameters are the batch.
+            stored = await session.execute(_STORE_EVENTS, rows)
             count = len(stored.all())
             advanced: set[tuple[str, int]] = set()
             if marks:
-                insert = pg_insert(audit_phases).values(list(marks.values()))
-                changed = await session.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[
-                            audit_phases.c.workspace_uid,
-                            audit_phases.c.generation,
-                            audit_phases.c.phase,
-                        ],
-                        set_={"at": insert.excluded.at, "event_id": insert.excluded.event_id},
-                        where=insert.excluded.at < audit_phases.c.at,
-                    ).returning(audit_phases.c.workspace_uid, audit_phases.c.generation)
-                )
+                changed = await session.execute(_STORE_PHASES, list(marks.values()))
                 advanced = {(row[0], int(row[1])) for row in changed}
         return Recorded(count, tuple(sorted(advanced)))
 
