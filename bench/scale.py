@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import yaml
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
 
@@ -57,9 +56,9 @@ sys.path.insert(0, str(ROOT))
 
 from localdev import infra  # noqa: E402
 from shared.kube import call_raw, follow  # noqa: E402
+from tests.support.seeds import seed_copies  # noqa: E402
 from tests.support.stack import Stack, running_stack  # noqa: E402
 
-SEED = ROOT / "tests" / "fixtures" / "seeds" / "inference-phi-3-mini.yaml"
 RESULTS = ROOT / "bench" / "results"
 GROUP, VERSION, PLURAL = "kaito.sh", "v1alpha1", "workspaces"
 SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
@@ -69,17 +68,6 @@ INSTANT = {
     "KAITEN_PROVISIONER_SIMULATED_DELAY_S": "0",
     "KAITEN_CLUSTER_POD_READY_S": "0",
 }
-
-
-def workspaces(namespace: str, count: int) -> list[dict[str, Any]]:
-    seed: dict[str, Any] = yaml.safe_load(SEED.read_text())
-    docs = []
-    for i in range(count):
-        doc = json.loads(json.dumps(seed))
-        doc["metadata"] = {"name": f"ws-{i:05d}", "namespace": namespace}
-        doc["resource"]["labelSelector"] = {"matchLabels": {"apps": f"{namespace}-{i:05d}"}}
-        docs.append(doc)
-    return docs
 
 
 def succeeded(obj: Mapping[str, Any]) -> bool:
@@ -396,7 +384,7 @@ def scenario(
 ) -> Row:
     namespace = f"scale-r{len(replicas) // len(SERVICES)}-{mode}-{count}"
     stack.namespace(namespace)
-    docs = workspaces(namespace, count)
+    docs = seed_copies(namespace, count)
     procs = processes_of(stack, replicas)
     usage = measure_start(procs, replicas)
     timeout = 120 + count * 0.5
@@ -486,7 +474,7 @@ def run_lower_bound(count: int, home: Path) -> float:
             headers={"Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
-        result = asyncio.run(lower_bound(kubeconfig, workspaces(namespace, count)))
+        result = asyncio.run(lower_bound(kubeconfig, seed_copies(namespace, count)))
         return float(result.seconds)
     finally:
         proc.send_signal(signal.SIGTERM)

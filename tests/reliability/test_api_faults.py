@@ -48,6 +48,7 @@ from tests.kubeapi.test_provisioner_azure import Env, aks_node_joins, start_repl
 from tests.reliability.fault_support import FaultControl, RecordingArm, cluster_url, fault_table
 from tests.support.polling import eventually
 from tests.support.provisioner import forget_other_tests
+from tests.support.seeds import seed_copies
 from tests.support.stack import Stack, running_stack
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
@@ -60,19 +61,6 @@ RETRY_AFTER_S = 1
 
 
 # --- 1. Kubernetes API faults on the whole stack ------------------------------------------------
-
-
-def inference_workspaces(count: int) -> list[dict[str, Any]]:
-    """``count`` copies of the phi-3-mini seed with names and node labels of their own."""
-    seed: dict[str, Any] = yaml.safe_load(INFERENCE_SEED.read_text())
-    docs = []
-    for i in range(count):
-        doc = json.loads(json.dumps(seed))
-        name = f"faults-phi-3-{i:02d}"
-        doc["metadata"] = {"name": name, "namespace": NAMESPACE}
-        doc["resource"]["labelSelector"] = {"matchLabels": {"apps": name}}
-        docs.append(doc)
-    return docs
 
 
 def tuning_workspace() -> dict[str, Any]:
@@ -122,7 +110,7 @@ def test_workspaces_converge_through_kubernetes_500_429_409_cut_watches_and_410(
     stack: Stack, record_property: Any
 ) -> None:
     stack.namespace(NAMESPACE)
-    inference = inference_workspaces(INFERENCE_COUNT)
+    inference = seed_copies(NAMESPACE, INFERENCE_COUNT, prefix="faults-phi-3", seed=INFERENCE_SEED)
     tuning = tuning_workspace()
     faults = FaultControl(cluster_url(stack.kubeconfig))
     started = time.monotonic()

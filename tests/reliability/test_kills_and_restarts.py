@@ -16,29 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from localdev import infra
+from tests.support.seeds import seed_copies
 from tests.support.stack import Stack, running_stack
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seeds" / "inference-phi-3-mini.yaml"
 WORKSPACE_LABEL = "kaito.sh/workspace"
 KILL_ORDER = ["planner", "provisioner", "deployer", "watcher", "tuner"]
 TWO_AT_ONCE = ["provisioner", "deployer"]
 # bench/reliability.py runs the suite larger: Workspaces (and waits) times this.
 SCALE = max(1, int(os.environ.get("KAITEN_RELIABILITY_SCALE", "1")))
-
-
-def workspaces(namespace: str, count: int) -> list[dict[str, Any]]:
-    """``count`` copies of the phi-3 seed with their own names and node labels."""
-    seed: dict[str, Any] = yaml.safe_load(SEED.read_text())
-    docs = []
-    for i in range(count):
-        doc = json.loads(json.dumps(seed))
-        doc["metadata"] = {"name": f"ws-{i:03d}", "namespace": namespace}
-        doc["resource"]["labelSelector"] = {"matchLabels": {"apps": f"ws-{i:03d}"}}
-        docs.append(doc)
-    return docs
 
 
 def kill(stack: Stack, *names: str) -> None:
@@ -128,7 +115,7 @@ def test_fifty_workspaces_converge_while_each_service_is_killed_and_restarted(
 ) -> None:
     namespace = "kills"
     stack.namespace(namespace)
-    docs = workspaces(namespace, 50 * SCALE)
+    docs = seed_copies(namespace, 50 * SCALE)
     half = len(docs) // 2
     stack.apply(*docs[:half])
     kills = 0
@@ -198,7 +185,7 @@ def test_workspaces_converge_across_a_nats_restart_and_a_postgres_restart(
     tmp_path_factory: pytest.TempPathFactory, own_infra: Infra, record_property: Any
 ) -> None:
     namespace = "restarts"
-    docs = workspaces(namespace, 20 * SCALE)
+    docs = seed_copies(namespace, 20 * SCALE)
     third = len(docs) // 3
     home = tmp_path_factory.mktemp("restarts")
     with running_stack(home, own_infra.nats_url, own_infra.pg_url) as stack:
