@@ -67,6 +67,15 @@ HOPS = ("observe", "plan", "provision", "deploy", "status")
 INSTANT = {
     "KAITEN_PROVISIONER_SIMULATED_DELAY_S": "0",
     "KAITEN_CLUSTER_POD_READY_S": "0",
+    # The services' own defaults, not the tests' quick ones (tests/support/stack.py FAST): a
+    # launch heartbeat every 0.5 s and a takeover after 3 s are for kill tests, and under a
+    # burst they turn every slow launch into a takeover.
+    "KAITEN_PROVISIONER_LAUNCH_HEARTBEAT_S": "30",
+    "KAITEN_PROVISIONER_RELAUNCH_AFTER_S": "120",
+    "KAITEN_TUNING_PROGRESS_S": "15",
+    "KAITEN_GRACEFUL_TIMEOUT_S": "10",
+    "KAITEN_RETRY_BASE_S": "0.5",
+    "KAITEN_RETRY_MAX_S": "60",
 }
 
 

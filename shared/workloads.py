@@ -44,6 +44,8 @@ from shared.targets import TargetStore
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]  # namespace, name
+# Workspaces one pass reconciles at once.
+PASS_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +199,9 @@ class WorkloadService(ABC):
             await asyncio.sleep(self.loop_options.debounce_s)  # one pass for a burst
             self._wake.clear()
             keys, self._dirty = self._dirty, set()
-            failed = {
-                key
-                for key in sorted(keys)
-                if not await self.guarded(self.reconcile_key(key), "/".join(key))
-            }
+            ordered = sorted(keys)
+            done = await self._reconcile_keys(ordered)
+            failed = {k for k, ok in zip(ordered, done, strict=True) if not ok}
             if not failed:
                 delay = self.loop_options.retry_base_s
                 continue
@@ -211,6 +211,17 @@ class WorkloadService(ABC):
             delay = min(delay * 2, self.loop_options.retry_max_s)
             self._dirty |= failed
             self._wake.set()
+
+    async def _reconcile_keys(self, keys: Sequence[Key]) -> list[bool]:
+        """Reconcile ``keys``, several at once (each holds its own row lock and waits on the API);
+        whether each succeeded."""
+        slots = asyncio.Semaphore(PASS_CONCURRENCY)
+
+        async def one(key: Key) -> bool:
+            async with slots:
+                return await self.guarded(self.reconcile_key(key), "/".join(key))
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
 
     async def guarded(self, work: Coroutine[Any, Any, None], what: str) -> bool:
         """Await one workspace's work; a failure is logged and False returned."""

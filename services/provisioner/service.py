@@ -53,7 +53,7 @@ from services.provisioner.nodes import (
     name_of,
     owner_of,
 )
-from services.provisioner.store import ProvisionerStore
+from services.provisioner.store import ProvisionerStore, WorkspaceKey
 from shared.background import periodically
 from shared.bus import Bus, Clock
 from shared.errors import KaitenError, PermanentError, TransientError
@@ -77,6 +77,10 @@ from shared.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 log = structlog.get_logger(__name__)
 
 Backend = Literal["byo", "karpenter", "azure", "simulated"]
+
+
+# Workspaces one pass assesses at once (each holds its own row lock).
+PASS_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +187,11 @@ class Provisioner:
             )
 
     async def _assess(self, target: Target, workers: tuple[str, ...]) -> Assessment:
+        own = (target.ref.namespace, target.ref.name)
         nodes = (
-            [dict(n) for n in self._nodes.values()]
+            # Another workspace's node never matches (nodes.matches): leave those out early,
+            # or every assessment would look at every GPU node of the cluster.
+            [dict(n) for n in self._nodes.values() if owner_of(n) in (None, own)]
             if self._nodes is not None
             else await self.cluster.list_nodes()
         )
@@ -221,17 +228,22 @@ class Provisioner:
     async def reconcile_all(self, only: set[tuple[str, str]] | None = None) -> bool:
         """Assess every active workspace (or those of ``only``); True when none failed (a
         failure is logged and the caller tries again)."""
-        ok = True
-        for found in await self.store.active(only):
-            try:
-                await self.reconcile(found.uid)
-            except KaitenError as e:
-                log.warning("resources.failed", workspace=found.key, error=str(e))
-                ok = False
-            except Exception:  # a bug for one workspace must not stop the others
-                log.exception("resources.error", workspace=found.key)
-                ok = False
-        return ok
+        slots = asyncio.Semaphore(PASS_CONCURRENCY)
+
+        async def one(found: WorkspaceKey) -> bool:
+            async with slots:  # each waits on its row lock, the API and the bus
+                try:
+                    await self.reconcile(found.uid)
+                except KaitenError as e:
+                    log.warning("resources.failed", workspace=found.key, error=str(e))
+                    return False
+                except Exception:  # a bug for one workspace must not stop the others
+                    log.exception("resources.error", workspace=found.key)
+                    return False
+                return True
+
+        found = await self.store.active(only)
+        return all(await asyncio.gather(*(one(f) for f in found)))
 
     # --- watches -------------------------------------------------------------------------
 
