@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from localdev import infra  # noqa: E402
+from localdev.stack import _ready  # noqa: E402
 from shared.kube import call_raw, follow  # noqa: E402
 from tests.support.seeds import seed_copies  # noqa: E402
 from tests.support.stack import Stack, running_stack  # noqa: E402
@@ -281,19 +282,11 @@ def second_replicas(stack: Stack, first: Sequence[Replica]) -> list[Replica]:
         started.append(Replica(replica.service, proc.pid, port, proc))
     deadline = time.monotonic() + 60
     for replica in started:
-        while not ready(replica.health_port):
+        while not _ready(replica.health_port):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the second {replica.service} did not become ready")
             time.sleep(0.2)
     return started
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)  # noqa: PLR2004
-    except OSError:
-        return False
 
 
 def handled(port: int) -> float:

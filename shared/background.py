@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import structlog
 
 from shared.errors import KaitenError
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 async def periodically(
@@ -45,6 +46,19 @@ async def attempt(name: str, step: Callable[[], Awaitable[None]]) -> bool:
     else:
         return True
     return False
+
+
+async def each_limited(
+    limit: int, items: Iterable[T], work: Callable[[T], Awaitable[bool]]
+) -> list[bool]:
+    """``work(item)`` for every item, at most ``limit`` at once; the results in item order."""
+    slots = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> bool:
+        async with slots:
+            return await work(item)
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
 
 
 class Background:

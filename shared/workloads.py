@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import structlog
 
 from shared.apply import decide, replacement, stamp
-from shared.background import periodically
+from shared.background import each_limited, periodically
 from shared.bus import Bus, Clock, Subscription
 from shared.cluster import ClusterApi
 from shared.errors import KaitenError
@@ -215,13 +215,11 @@ class WorkloadService(ABC):
     async def _reconcile_keys(self, keys: Sequence[Key]) -> list[bool]:
         """Reconcile ``keys``, several at once (each holds its own row lock and waits on the API);
         whether each succeeded."""
-        slots = asyncio.Semaphore(PASS_CONCURRENCY)
 
         async def one(key: Key) -> bool:
-            async with slots:
-                return await self.guarded(self.reconcile_key(key), "/".join(key))
+            return await self.guarded(self.reconcile_key(key), "/".join(key))
 
-        return list(await asyncio.gather(*(one(k) for k in keys)))
+        return await each_limited(PASS_CONCURRENCY, keys, one)
 
     async def guarded(self, work: Coroutine[Any, Any, None], what: str) -> bool:
         """Await one workspace's work; a failure is logged and False returned."""

@@ -54,7 +54,7 @@ from services.provisioner.nodes import (
     owner_of,
 )
 from services.provisioner.store import ProvisionerStore, WorkspaceKey
-from shared.background import periodically
+from shared.background import each_limited, periodically
 from shared.bus import Bus, Clock
 from shared.errors import KaitenError, PermanentError, TransientError
 from shared.events import (
@@ -195,11 +195,10 @@ class Provisioner:
             if self._nodes is not None
             else await self.cluster.list_nodes()
         )
-        key = (target.ref.namespace, target.ref.name)
         if not self.options.provisions:
             claims: list[Manifest] = []
         elif self._claims is not None:
-            claims = [dict(c) for c in (self._claims.get(key) or {}).values()]
+            claims = [dict(c) for c in (self._claims.get(own) or {}).values()]
         else:
             claims = await self.cluster.list_claims(_owner_selector(target.ref))
 
@@ -228,22 +227,20 @@ class Provisioner:
     async def reconcile_all(self, only: set[tuple[str, str]] | None = None) -> bool:
         """Assess every active workspace (or those of ``only``); True when none failed (a
         failure is logged and the caller tries again)."""
-        slots = asyncio.Semaphore(PASS_CONCURRENCY)
 
         async def one(found: WorkspaceKey) -> bool:
-            async with slots:  # each waits on its row lock, the API and the bus
-                try:
-                    await self.reconcile(found.uid)
-                except KaitenError as e:
-                    log.warning("resources.failed", workspace=found.key, error=str(e))
-                    return False
-                except Exception:  # a bug for one workspace must not stop the others
-                    log.exception("resources.error", workspace=found.key)
-                    return False
-                return True
+            try:
+                await self.reconcile(found.uid)
+            except KaitenError as e:
+                log.warning("resources.failed", workspace=found.key, error=str(e))
+                return False
+            except Exception:  # a bug for one workspace must not stop the others
+                log.exception("resources.error", workspace=found.key)
+                return False
+            return True
 
-        found = await self.store.active(only)
-        return all(await asyncio.gather(*(one(f) for f in found)))
+        # Several at once: each waits on its own row lock, the API and the bus.
+        return all(await each_limited(PASS_CONCURRENCY, await self.store.active(only), one))
 
     # --- watches -------------------------------------------------------------------------
 

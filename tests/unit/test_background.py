@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from shared.background import Background, attempt, periodically
+from shared.background import Background, attempt, each_limited, periodically
 from shared.errors import TransientError
 
 
@@ -77,3 +77,19 @@ async def test_cancelled_tasks_are_not_failures() -> None:
     await background.close()
     assert seen == []
     assert background.failure is None
+
+
+async def test_each_limited_keeps_the_order_and_the_limit() -> None:
+    running = 0
+    peak = 0
+
+    async def work(n: int) -> bool:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return n % 2 == 0
+
+    assert await each_limited(3, range(10), work) == [n % 2 == 0 for n in range(10)]
+    assert peak == 3
