@@ -111,7 +111,7 @@ async def run_case(
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu0
     await sink.stop()
-    await publisher._broker.connection.jetstream().delete_stream(settings.stream)
+    await publisher.jetstream.delete_stream(settings.stream)
     await publisher.stop()
     await db.close()
     return {

@@ -76,7 +76,7 @@ async def run_case(nats_url: str, n: int, replicas: int) -> dict[str, float]:
     drain_s = time.perf_counter() - started
     for bus in consumers:
         await bus.stop()
-    js = publisher._broker.connection.jetstream()
+    js = publisher.jetstream
     await js.delete_stream(settings.stream)
     await publisher.stop()
     return {

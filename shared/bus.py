@@ -1,4 +1,4 @@
-"""The event bus: faststream's NATS broker over one JetStream stream.
+"""The event bus: nats-py over one JetStream stream.
 
 This module alone decides what happens to a delivered event:
 - the handler returns: ack;
@@ -9,7 +9,11 @@ This module alone decides what happens to a delivered event:
 - a body that is not a valid event: dead-lettered at once (retrying cannot fix it).
 
 Each service has one durable pull consumer per event type, shared by its replicas, so replicas
-split the work. Publishing sets a deterministic ``Nats-Msg-Id`` so JetStream drops duplicates.
+split the work. A consumer's loop fetches as many events as it has room for (``pull_batch`` in
+flight) and starts a task per event; the task for an event about a workspace starts after the
+previous one about that workspace has finished, so one workspace's events are handled in stream
+order while other workspaces' run concurrently. Publishing sets a deterministic ``Nats-Msg-Id``
+so JetStream drops duplicates.
 """
 
 from __future__ import annotations
@@ -17,23 +21,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
+import nats
 import structlog
-from faststream import Context
-from faststream.middlewares import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
-from faststream.nats.annotations import NatsMessage
-from faststream.nats.message import NatsBatchMessage
-from faststream.nats.subscriber.usecases import stream_pull_subscriber
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, NotFoundError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -57,20 +65,14 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# The batch a sink's handler receives (faststream injects it by this annotation).
-BatchMessage = Annotated[NatsBatchMessage, Context("message")]
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
+# Seconds a pull request waits on the server for an event (an idle consumer asks again after
+# it); a pausing replica waits for its requests to end, and a little more.
+FETCH_WAIT_S = 0.5
+PAUSE_MARGIN_S = 1.0
 Clock = Callable[[], datetime]
 
 DEADLETTER_REASON = "EventDeadLettered"
-
-
-# faststream 0.7's pull loop suppresses ``nats.errors.TimeoutError`` around ``fetch()``, but
-# nats-py 2.16's ``_fetch_n`` raises the builtin ``TimeoutError`` when its deadline runs out
-# between its two requests. That killed the pull task every so often until faststream's supervisor
-# restarted it, with a traceback and non-JSON INFO lines in every service's log. The builtin is
-# the base class of nats' own, so suppressing it there covers both.
-stream_pull_subscriber.TimeoutError = TimeoutError  # type: ignore[attr-defined,assignment]
 
 
 def utcnow() -> datetime:
@@ -184,6 +186,79 @@ class BusMetrics:
         )
 
 
+class _Chains:
+    """Tasks for one consumer's events, at most ``capacity`` at once; a task with a key starts
+    after the previous task with that key has finished (stream order per workspace). Once
+    ``closing``, a task whose turn comes runs its ``release`` instead (hands the event back)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._room = asyncio.Event()
+
+    async def room(self) -> int:
+        """Wait until fewer than ``capacity`` tasks are in flight; return how many may start."""
+        while len(self.tasks) >= self.capacity and not self.closing:
+            self._room.clear()
+            await self._room.wait()
+        return max(0, self.capacity - len(self.tasks))
+
+    def close(self) -> None:
+        """From now on hand events back rather than start them; wake a loop waiting for room."""
+        self.closing = True
+        self._room.set()
+
+    def start(
+        self,
+        key: str | None,
+        work: Callable[[], Awaitable[None]],
+        release: Callable[[], Awaitable[None]],
+    ) -> None:
+        previous = self._tails.get(key) if key is not None else None
+        task = asyncio.create_task(self._after(previous, work, release))
+        self.tasks.add(task)
+        if key is not None:
+            self._tails[key] = task
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    async def _after(
+        self,
+        previous: asyncio.Task[None] | None,
+        work: Callable[[], Awaitable[None]],
+        release: Callable[[], Awaitable[None]],
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait((previous,))
+        await (release() if self.closing else work())
+
+    def _finished(self, key: str | None, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if key is not None and self._tails.get(key) is task:
+            del self._tails[key]
+        self._room.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("event.task_failed", error=f"{type(error).__name__}: {error}")
+
+
+async def _hand_back(messages: Sequence[Msg]) -> None:
+    """NAK ``messages`` for redelivery now (to another replica): this one is stopping."""
+    for msg in messages:
+        with contextlib.suppress(nats.errors.Error):
+            await msg.nak()
+
+
+@dataclass(frozen=True, slots=True)
+class _Consumer:
+    """A durable pull consumer and the loop that drains it."""
+
+    name: str
+    subject: str
+    config: ConsumerConfig
+    loop: Callable[[JetStreamContext.PullSubscription], Coroutine[Any, Any, None]]
+
+
 class Bus:
     """A service's connection to the event stream. Build it at start-up, register the
     subscriptions, then ``start()``; ``stop()`` finishes events in flight first."""
@@ -200,62 +275,54 @@ class Bus:
         self.service = service
         self._clock = clock
         self._metrics = BusMetrics(registry)
-        self._broker = NatsBroker(
-            settings.nats_url,
-            graceful_timeout=settings.graceful_timeout_s,
-            # faststream logs every message at this level: keep it out of INFO.
-            log_level=logging.DEBUG,
-            name=f"kaiten-{service}",
-        )
-        self._stream = JStream(name=settings.stream, declare=False)
-        self._in_order = KeyedLocks()
+        self._nc = NatsClient()
+        self._js = self._nc.jetstream()
+        self._consumers: list[_Consumer] = []
+        self._loops: list[tuple[asyncio.Task[None], JetStreamContext.PullSubscription]] = []
+        # Work that must finish before the connection closes: event tasks and sink batches.
+        self._in_flight: list[_Chains] = []
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        return self._js
 
     def subscribe(self, sub: Subscription) -> None:
         """Register ``sub`` before ``start()``. Replicas share its durable consumer."""
         settings = self.settings
         name = consumer_name(self.service, sub.event_type)
-        subscriber = self._broker.subscriber(
-            event_type_filter(settings.subject_prefix, sub.event_type),
-            stream=self._stream,
-            durable=name,
-            pull_sub=PullSub(batch_size=settings.pull_batch, timeout=1.0),
-            config=ConsumerConfig(
-                durable_name=name,
-                ack_wait=settings.ack_wait_s,
-                max_deliver=settings.max_deliver,
-                max_ack_pending=1000,
-            ),
-            ack_policy=AckPolicy.MANUAL,
+        chains = _Chains(settings.pull_batch)
+        self._in_flight.append(chains)
+
+        def take(fetched: list[Msg]) -> None:
+            for msg in fetched:
+                self._dispatch(sub, name, msg, chains)
+
+        async def loop(psub: JetStreamContext.PullSubscription) -> None:
+            await self._pull(psub, name, chains, take, wait_s=FETCH_WAIT_S)
+
+        self._consumers.append(
+            _Consumer(
+                name=name,
+                subject=event_type_filter(settings.subject_prefix, sub.event_type),
+                config=ConsumerConfig(
+                    durable_name=name,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=settings.ack_wait_s,
+                    max_deliver=settings.max_deliver,
+                    max_ack_pending=1000,
+                ),
+                loop=loop,
+            )
         )
-        deliver = self._deliver
-
-        async def consume(msg: NatsMessage) -> None:
-            await deliver(sub, name, msg)
-
-        consume.__name__ = f"on_{sub.event_type.value.replace('.', '_')}"
-        subscriber(consume)
 
     def sink(self, sink: StreamSink) -> None:
         """Register ``sink`` before ``start()``. A new consumer starts at the oldest message."""
         settings = self.settings
         name = f"{self.service}-{sink.name}"
-        subscriber = self._broker.subscriber(
-            stream_subjects(settings.subject_prefix)[0],
-            stream=self._stream,
-            durable=name,
-            pull_sub=PullSub(batch_size=sink.batch_size, timeout=sink.max_wait_s, batch=True),
-            config=ConsumerConfig(
-                durable_name=name,
-                ack_wait=settings.ack_wait_s,
-                max_deliver=-1,
-                max_ack_pending=sink.batch_size * 4,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-        )
-        retry_base, retry_max = settings.retry_base_s, settings.retry_max_s
+        batches = _Chains(1)
+        self._in_flight.append(batches)
 
-        async def consume(msg: BatchMessage) -> None:
-            raw: list[Msg] = list(msg.raw_message)
+        async def handle(raw: list[Msg]) -> None:
             batch = [
                 Delivered(
                     subject=m.subject,
@@ -268,8 +335,8 @@ class Bus:
             try:
                 await sink.handler(batch)
             except Exception:
-                deliveries = max((m.metadata.num_delivered or 1) for m in raw) if raw else 1
-                delay = retry_delay(deliveries, retry_base, retry_max)
+                deliveries = max((m.metadata.num_delivered or 1) for m in raw)
+                delay = retry_delay(deliveries, settings.retry_base_s, settings.retry_max_s)
                 log.exception("sink.retry", sink=name, messages=len(raw), retry_in_s=delay)
                 for m in raw:
                     await m.nak(delay=delay)
@@ -277,25 +344,97 @@ class Bus:
             for m in raw:
                 await m.ack()
 
-        consume.__name__ = f"sink_{sink.name.replace('-', '_')}"
-        subscriber(consume)
+        def take(raw: list[Msg]) -> None:
+            # A task of its own, so that stop() lets a batch being written finish.
+            batches.start(None, functools.partial(handle, raw), functools.partial(_hand_back, raw))
+
+        async def loop(psub: JetStreamContext.PullSubscription) -> None:
+            await self._pull(
+                psub, name, batches, take, wait_s=sink.max_wait_s, batch=sink.batch_size
+            )
+
+        self._consumers.append(
+            _Consumer(
+                name=name,
+                subject=stream_subjects(settings.subject_prefix)[0],
+                config=ConsumerConfig(
+                    durable_name=name,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=settings.ack_wait_s,
+                    max_deliver=-1,
+                    max_ack_pending=sink.batch_size * 4,
+                ),
+                loop=loop,
+            )
+        )
 
     async def start(self) -> None:
-        await self._broker.connect()
+        """Connect, make sure the stream exists, then start a loop per registered consumer."""
+        await self._nc.connect(
+            servers=[url.strip() for url in self.settings.nats_url.split(",") if url.strip()],
+            name=f"kaiten-{self.service}",
+            # Keep trying while NATS is away; /readyz says so meanwhile.
+            max_reconnect_attempts=-1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
         await self.ensure_stream()
-        await self._broker.start()
+        for consumer in self._consumers:
+            psub = await self._pull_subscription(consumer)
+            task = asyncio.create_task(consumer.loop(psub), name=f"pull-{consumer.name}")
+            task.add_done_callback(self._loop_ended)
+            self._loops.append((task, psub))
+
+    async def pause(self) -> None:
+        """Take no more events: end the pull loops and their subscriptions (so the server
+        hands new events to other replicas), and hand back the events fetched whose handling
+        has not started. Handlers in flight go on; ``stop()`` waits for them."""
+        loops, self._loops = self._loops, []
+        for chains in self._in_flight:
+            chains.close()
+        # A loop ends when its fetch returns (at most its wait), handing back what it got. Not
+        # cancelled: a cancelled fetch leaves a pull request on the server that takes events
+        # nobody reads (until the ack wait) and a queue that blocks unsubscribe.
+        if loops:
+            _, late = await asyncio.wait(
+                [task for task, _ in loops], timeout=FETCH_WAIT_S + PAUSE_MARGIN_S
+            )
+            for task in late:
+                task.cancel()
+        for _, psub in loops:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await asyncio.wait_for(psub.unsubscribe(), PAUSE_MARGIN_S)
 
     async def stop(self) -> None:
-        """Stop taking messages, wait for handlers in flight (up to the graceful timeout),
-        then close the connection."""
-        await self._broker.stop()
+        """``pause()``, wait for handlers in flight (up to the graceful timeout), then close
+        the connection."""
+        await self.pause()
+        pending = {task for chains in self._in_flight for task in chains.tasks}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.settings.graceful_timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("bus.stop_timeout", cancelled=len(late))
+                await asyncio.gather(*late, return_exceptions=True)
+        if not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
 
     async def is_connected(self) -> bool:
-        return await self._broker.ping(timeout=1.0)
+        if not self._nc.is_connected:
+            return False
+        try:
+            await self._nc.flush(timeout=1)
+        except (nats.errors.Error, TimeoutError):
+            return False
+        return True
 
     async def ensure_stream(self) -> None:
         """Create the stream, or update it when its configuration changed. Idempotent."""
-        js = self._broker.connection.jetstream()
+        js = self.jetstream
         config = stream_config(self.settings)
         try:
             await js.stream_info(config.name or "")
@@ -318,12 +457,12 @@ class Bus:
         attempts = self.settings.publish_attempts
         for attempt in range(1, attempts + 1):
             try:
-                ack = await self._broker.publish(
-                    event.to_json(),
+                ack = await self.jetstream.publish(
                     subject,
-                    headers={"Nats-Msg-Id": event.msg_id(after)},
-                    stream=self.settings.stream,
+                    event.to_json(),
                     timeout=self.settings.publish_timeout_s,
+                    stream=self.settings.stream,
+                    headers={"Nats-Msg-Id": event.msg_id(after)},
                 )
                 break
             except NatsTimeoutError:
@@ -359,45 +498,139 @@ class Bus:
             )
         )
 
-    async def _deliver(self, sub: Subscription, consumer: str, msg: NatsMessage) -> None:
-        meta = msg.raw_message.metadata
-        deliveries = meta.num_delivered or 1
-        started = time.perf_counter()
+    async def _pull_subscription(self, consumer: _Consumer) -> JetStreamContext.PullSubscription:
+        subscribe = functools.partial(
+            self.jetstream.pull_subscribe,
+            consumer.subject,
+            durable=consumer.name,
+            stream=self.settings.stream,
+            config=consumer.config,
+        )
         try:
-            event = decode_event(msg.body, expected=sub.event_type)
+            return await subscribe()
+        except BadRequestError:
+            # A replica created the consumer between our lookup and our create: bind to it.
+            return await subscribe()
+
+    async def _fetch(
+        self, psub: JetStreamContext.PullSubscription, name: str, wanted: int, *, wait_s: float
+    ) -> list[Msg]:
+        """Up to ``wanted`` messages, or none when ``wait_s`` passes or the connection is
+        down (the loop asks again; unacked messages are delivered again by the server)."""
+        try:
+            return await psub.fetch(batch=wanted, timeout=wait_s)
+        except TimeoutError:  # nats-py raises its own subclass, or the builtin
+            return []
+        except nats.errors.Error as e:
+            log.debug("bus.fetch_failed", consumer=name, error=f"{type(e).__name__}: {e}")
+            await asyncio.sleep(0.5)
+            return []
+
+    async def _pull(
+        self,
+        psub: JetStreamContext.PullSubscription,
+        name: str,
+        chains: _Chains,
+        take: Callable[[list[Msg]], None],
+        *,
+        wait_s: float,
+        batch: int | None = None,
+    ) -> None:
+        """Fetch while there is room in ``chains`` and hand what comes to ``take``, until the
+        bus pauses; what a fetch brings after that is handed back."""
+        while not chains.closing:
+            room = await chains.room()
+            if chains.closing:
+                break
+            fetched = await self._fetch(psub, name, batch or room, wait_s=wait_s)
+            if chains.closing:
+                await _hand_back(fetched)
+                break
+            if fetched:
+                take(fetched)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Not expected: _fetch absorbs connection errors. Say so loudly.
+            log.error(
+                "bus.loop_failed", loop=task.get_name(), error=f"{type(error).__name__}: {error}"
+            )
+
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("bus.connection_error", error=f"{type(error).__name__}: {error}")
+
+    async def _on_disconnected(self) -> None:
+        log.warning("bus.disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info(
+            "bus.reconnected",
+            server=str(self._nc.connected_url.netloc if self._nc.connected_url else ""),
+        )
+
+    def _dispatch(self, sub: Subscription, consumer: str, msg: Msg, chains: _Chains) -> None:
+        """Start handling ``msg``: after the previous event about its workspace, if any."""
+        started = time.perf_counter()
+        deliveries = msg.metadata.num_delivered or 1
+        try:
+            event = decode_event(msg.data, expected=sub.event_type)
         except EventDecodeError as e:
-            log.warning("event.invalid", subject=msg.raw_message.subject, error=e.message)
-            await self._dead_letter(msg, consumer, deliveries, e.message, event=None, sub=sub)
-            self._metrics.handled.labels(self.service, sub.event_type.value, "deadletter").inc()
+            log.warning("event.invalid", subject=msg.subject, error=e.message)
+            error = e.message
+
+            async def reject() -> None:
+                await self._dead_letter(msg, consumer, deliveries, error, event=None, sub=sub)
+                self._metrics.handled.labels(self.service, sub.event_type.value, "deadletter").inc()
+
+            chains.start(None, reject, functools.partial(_hand_back, [msg]))
             return
-        # faststream runs the messages of one fetched batch concurrently; events about one
-        # workspace must still be handled in stream order (a Pending report handled after the
-        # Ready one that followed it would undo it). The tasks start in stream order and reach
-        # this lock without suspending, so its FIFO queue is stream order.
-        async with self._in_order.hold(f"{consumer}/{event.workspace.uid}"):
-            with structlog.contextvars.bound_contextvars(
-                event_id=str(event.id),
-                event_type=event.type.value,
-                workspace=event.workspace.key,
-                generation=event.workspace.generation,
-                correlation_id=event.correlation_id,
-            ):
-                outcome = await self._run_handler(sub, consumer, msg, event, deliveries)
-                elapsed = time.perf_counter() - started
-                self._metrics.seconds.labels(self.service, event.type.value).observe(elapsed)
-                self._metrics.handled.labels(self.service, event.type.value, outcome).inc()
-                log.info(
-                    "event.handled",
-                    outcome=outcome,
-                    deliveries=deliveries,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+        chains.start(
+            f"{consumer}/{event.workspace.uid}",
+            functools.partial(
+                self._handle,
+                sub,
+                consumer,
+                msg,
+                event=event,
+                deliveries=deliveries,
+                started=started,
+            ),
+            functools.partial(_hand_back, [msg]),
+        )
+
+    async def _handle(
+        self,
+        sub: Subscription,
+        consumer: str,
+        msg: Msg,
+        *,
+        event: Envelope[Any],
+        deliveries: int,
+        started: float,
+    ) -> None:
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(event.id),
+            event_type=event.type.value,
+            workspace=event.workspace.key,
+            generation=event.workspace.generation,
+            correlation_id=event.correlation_id,
+        ):
+            outcome = await self._run_handler(sub, consumer, msg, event, deliveries)
+            elapsed = time.perf_counter() - started
+            self._metrics.seconds.labels(self.service, event.type.value).observe(elapsed)
+            self._metrics.handled.labels(self.service, event.type.value, outcome).inc()
+            log.info(
+                "event.handled",
+                outcome=outcome,
+                deliveries=deliveries,
+                duration_ms=round(elapsed * 1000, 2),
+            )
 
     async def _run_handler(
         self,
         sub: Subscription,
         consumer: str,
-        msg: NatsMessage,
+        msg: Msg,
         event: Envelope[Any],
         deliveries: int,
     ) -> str:
@@ -424,14 +657,14 @@ class Bus:
                 log.warning("event.retry", error=error, retry_in_s=delay)
             else:
                 log.exception("event.retry", error=error, retry_in_s=delay)
-            await msg.nack(delay=delay)
+            await msg.nak(delay=delay)
             return "retry"
         await msg.ack()
         return "ack"
 
     async def _dead_letter(
         self,
-        msg: NatsMessage,
+        msg: Msg,
         consumer: str,
         deliveries: int,
         error: str,
@@ -441,17 +674,16 @@ class Bus:
     ) -> None:
         """Move a message to the service's dead-letter subject, then terminate it. When the
         message was a valid event, its workspace gets ``sub.failure_condition`` saying so."""
-        raw = msg.raw_message
-        body: bytes = msg.body
+        body = msg.data
         try:
             payload, encoding = body.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             payload, encoding = base64.b64encode(body).decode("ascii"), "base64"
-        seq = raw.metadata.sequence.stream
+        seq = msg.metadata.sequence.stream
         letter = DeadLetter(
             service=self.service,
             consumer=consumer,
-            subject=raw.subject,
+            subject=msg.subject,
             stream_sequence=seq,
             deliveries=deliveries,
             error=error[:4000],
@@ -461,9 +693,9 @@ class Bus:
             workspace=event.workspace if event else None,
             event_id=event.id if event else None,
         )
-        await self._broker.publish(
-            letter.model_dump_json().encode(),
+        await self.jetstream.publish(
             deadletter_subject(self.settings.subject_prefix, self.service),
+            letter.model_dump_json().encode(),
             headers={"Nats-Msg-Id": f"deadletter:{self.settings.stream}:{seq}:{consumer}"},
             stream=self.settings.stream,
         )
@@ -477,7 +709,7 @@ class Bus:
                 f"{deadletter_subject(self.settings.subject_prefix, self.service)}; "
                 "fix the cause, then re-apply the Workspace or wait for the next resync.",
             )
-        await msg.reject()
+        await msg.term()
 
     async def _report(self, event: Envelope[Any], ctype: str, reason: str, message: str) -> None:
         condition = Condition(

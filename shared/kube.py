@@ -135,6 +135,15 @@ async def merge_patch_custom_object(
     )
 
 
+def older_version(version: str, than: str) -> bool:
+    """Whether resourceVersion ``version`` is older than ``than``. The API calls them opaque;
+    etcd's (and the development cluster's) are increasing integers, compared as such. Anything
+    else is not known older."""
+    if version.isdigit() and than.isdigit():
+        return int(version) < int(than)
+    return False
+
+
 async def json_patch_custom_object(
     api: client.CustomObjectsApi,
     resource: CustomResource,

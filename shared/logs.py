@@ -16,7 +16,7 @@ import structlog
 def configure_logging(
     level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto", *, service: str = ""
 ) -> None:
-    """Route structlog and the standard library (faststream, aiohttp, asyncio) to stderr."""
+    """Route structlog and the standard library (nats, aiohttp, asyncio) to stderr."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -122,6 +122,7 @@ async def serve(spec: ServiceSpec, settings: Settings, stop: asyncio.Event) -> N
         )
         await stop.wait()
         log.info("service.stopping", graceful_timeout_s=settings.graceful_timeout_s)
+        await bus.pause()  # new events go to other replicas; those in flight finish below
         health.draining = True
     if background.failure is not None:
         raise ServiceFailedError(

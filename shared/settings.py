@@ -93,7 +93,9 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Longest retry delay in seconds. Default 60."
     )
     pull_batch: int = Field(
-        default=10, ge=1, description="Events fetched per pull request by each consumer."
+        default=10,
+        ge=1,
+        description="Events each consumer handles at once (of different Workspaces). Default 10.",
     )
     publish_timeout_s: float = Field(
         default=5.0,

@@ -31,7 +31,7 @@ from shared.events import (
     WorkspaceRef,
     new_event,
 )
-from shared.kube import Manifest
+from shared.kube import Manifest, older_version
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -86,6 +86,9 @@ class Watcher:
         self._reported: dict[tuple[str, str], datetime] = {}
         # uid -> the newest generation known announced (saves a query per status write's event)
         self._announced: dict[str, int] = {}
+        # (namespace, name) -> the newest Workspace seen (watch, list or own write): a status
+        # write starts from it instead of a GET, and a 409 reads again.
+        self._latest: dict[tuple[str, str], Manifest] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_order = KeyedLocks()
         self._slots = asyncio.Semaphore(OBSERVE_CONCURRENCY)
@@ -113,6 +116,7 @@ class Watcher:
         while True:
             try:
                 items, version = await self.api.list_workspaces(namespace)
+                self._forget_seen(namespace)
                 for obj in items:
                     self._dispatch(obj, trigger)
                 delay = 0.2
@@ -123,6 +127,9 @@ class Watcher:
                         version = str(obj["metadata"].get("resourceVersion") or version)
                         if kind in ("ADDED", "MODIFIED"):
                             self._dispatch(obj, "watch")
+                        elif kind == "DELETED":
+                            meta = obj["metadata"]
+                            self._latest.pop((meta["namespace"], meta["name"]), None)
             except GoneError:
                 log.info("watch.gone", namespace=namespace or "*")
                 trigger = "relist"
@@ -136,6 +143,7 @@ class Watcher:
         """Handle one observed Workspace in a task of its own: Workspaces overlap (each takes
         several API, database and bus round trips, so a burst handled one by one queued for
         seconds), and one Workspace's observations are handled in the order seen."""
+        self._remember(obj)
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
 
@@ -417,8 +425,13 @@ class Watcher:
         await done
 
     async def _write_status(self, ref: WorkspaceRef, updates: list[StatusUpdate]) -> None:
+        seen = self._latest.get((ref.namespace, ref.name))
         for _attempt in range(8):
-            obj = await self.api.get(ref.namespace, ref.name)
+            if seen is not None and seen["metadata"].get("uid") == ref.uid:
+                obj: Manifest | None = seen
+            else:
+                obj = await self.api.get(ref.namespace, ref.name)
+            seen = None  # a retry reads again
             if obj is None or obj["metadata"].get("uid") != ref.uid:
                 return  # deleted, or another object by that name: nothing to report on
             status = obj.get("status") or {}
@@ -426,11 +439,12 @@ class Watcher:
             if new is None:
                 return
             try:
-                await self.api.patch_status(
+                written = await self.api.patch_status(
                     ref.namespace, ref.name, new, obj["metadata"]["resourceVersion"]
                 )
             except TransientError:
                 continue  # 409 (someone wrote first), 429, 5xx: read again and retry
+            self._remember(written)
             await self._emit_events(
                 obj,
                 status.get("conditions") or [],
@@ -438,6 +452,22 @@ class Watcher:
             )
             return
         raise TransientError(f"status of {ref.key} kept changing; will retry")
+
+    def _remember(self, obj: Manifest) -> None:
+        """Keep ``obj`` as the newest seen of its Workspace unless a newer one is kept."""
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        kept = self._latest.get(key)
+        if kept is None or not older_version(
+            str(meta.get("resourceVersion") or ""),
+            str(kept["metadata"].get("resourceVersion") or ""),
+        ):
+            self._latest[key] = obj
+
+    def _forget_seen(self, namespace: str | None) -> None:
+        """A (re)list replaces what was seen in its scope (deleted Workspaces drop out)."""
+        for key in [k for k in self._latest if namespace is None or k[0] == namespace]:
+            del self._latest[key]
 
     def _next_status(
         self, obj: Manifest, status: dict[str, Any], updates: list[StatusUpdate]

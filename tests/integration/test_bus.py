@@ -305,7 +305,7 @@ async def test_a_publish_whose_ack_times_out_is_retried_and_stored_once(
     harness: Harness, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bus = await harness.bus(service="provisioner")
-    real_publish = bus._broker.publish
+    real_publish = bus.jetstream.publish
     calls: list[float | None] = []
 
     async def ack_lost_once(*args: Any, **kwargs: Any) -> Any:
@@ -315,7 +315,7 @@ async def test_a_publish_whose_ack_times_out_is_retried_and_stored_once(
             raise NatsTimeoutError  # JetStream stored it; only the ack went missing
         return ack
 
-    monkeypatch.setattr(bus._broker, "publish", ack_lost_once)
+    monkeypatch.setattr(bus.jetstream, "publish", ack_lost_once)
     sent = event(ready("node-retry"))
     # The second try is the same message id: JetStream reports it as a duplicate, not new.
     assert await bus.publish(sent) is False
@@ -336,7 +336,7 @@ async def test_a_publish_that_never_gets_an_ack_fails_after_its_attempts(
         calls += 1
         raise NatsTimeoutError
 
-    monkeypatch.setattr(bus._broker, "publish", never_acked)
+    monkeypatch.setattr(bus.jetstream, "publish", never_acked)
     with pytest.raises(NatsTimeoutError):
         await bus.publish(event(ready("node-lost")))
     assert calls == settings.publish_attempts
@@ -345,7 +345,7 @@ async def test_a_publish_that_never_gets_an_ack_fails_after_its_attempts(
 async def test_one_workspaces_events_are_handled_in_stream_order_others_concurrently(
     harness: Harness, settings: Settings
 ) -> None:
-    """faststream runs a fetched batch concurrently; the bus keeps each workspace's events in
+    """The bus handles a fetched batch concurrently but keeps each workspace's events in
     stream order (an older report must never be applied after a newer one), while other
     workspaces' events overlap."""
     first, second = workspace("ordered-a"), workspace("ordered-b")
@@ -389,3 +389,31 @@ def test_keyed_locks_forget_keys_nobody_holds() -> None:
         assert len(locks) == 0
 
     asyncio.run(use())
+
+
+async def test_a_paused_replica_hands_back_the_events_it_fetched_but_did_not_start(
+    harness: Harness,
+) -> None:
+    """Stopping: the event in flight finishes; the one queued behind it (same workspace) goes
+    to the other replica at once, not after the ack wait."""
+    first_started, release = asyncio.Event(), asyncio.Event()
+    stopping: list[str] = []
+    other: list[str] = []
+
+    async def slow(ev: Envelope[Any]) -> None:
+        stopping.append(ev.data.node_names[0])
+        first_started.set()
+        await release.wait()
+
+    async def quick(ev: Envelope[Any]) -> None:
+        other.append(ev.data.node_names[0])
+
+    replica = await harness.bus(handler=slow)
+    await harness.publish(event(ready("node-1")))
+    await harness.publish(event(ready("node-2")))
+    await asyncio.wait_for(first_started.wait(), timeout=10)
+    await replica.pause()
+    await harness.bus(handler=quick)
+    release.set()
+    await eventually(lambda: other == ["node-2"], what="node-2 on the other replica")
+    assert stopping == ["node-1"]

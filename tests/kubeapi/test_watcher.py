@@ -354,6 +354,85 @@ async def test_a_409_on_the_status_write_is_retried_and_the_condition_lands(env:
     await eventually(landed, timeout=20, what="the condition after 409s")
 
 
+def _inference_ready() -> Condition:
+    return Condition(
+        type="InferenceReady",
+        status="True",
+        reason="WorkspaceInferenceStatusSuccess",
+        message="Inference has been deployed successfully",
+        observed_generation=1,
+    )
+
+
+async def _conditions(env: Env, name: str) -> set[str]:
+    current = await env.get(name)
+    return {c["type"] for c in ((current or {}).get("status") or {}).get("conditions") or []}
+
+
+async def test_a_status_write_starts_from_the_watched_object_and_a_stale_one_reads_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watcher = await env.start()
+    before = await created_and_kept(env, "ws-seen")
+    reads: list[str] = []
+    real_get = watcher.api.get
+
+    async def counted_get(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return await real_get(namespace, name)
+
+    monkeypatch.setattr(watcher.api, "get", counted_get)
+    # The watch has delivered the object: the status write needs no GET.
+    await eventually(
+        lambda: _latest_version(watcher, "ws-seen") is not None, what="the watched object"
+    )
+    await env.report(before, _inference_ready(), "deployer")
+    await eventually(lambda: _has_type(env, "ws-seen", "InferenceReady"), what="the condition")
+    assert reads == []
+    # Someone else writes the status; the watcher still holds the older object (as when its
+    # watch lags): its write is refused (409), it reads again and keeps the other write.
+    stale = await env.get("ws-seen")
+    assert stale is not None
+    await env.patch(
+        "ws-seen",
+        {"status": {"conditions": [*stale["status"]["conditions"], _other_condition()]}},
+        status=True,
+    )
+    written = await env.get("ws-seen")
+    assert written is not None
+    version = written["metadata"]["resourceVersion"]
+    await eventually(
+        lambda: _latest_version(watcher, "ws-seen") == version, what="the other write watched"
+    )
+    monkeypatch.setitem(watcher._latest, ("default", "ws-seen"), stale)
+    ready = Condition(
+        type="ResourceReady", status="True", reason="Ready", message="", observed_generation=1
+    )
+    await env.report(stale, ready, "provisioner")
+    await eventually(lambda: _has_type(env, "ws-seen", "ResourceReady"), what="the second write")
+    assert {"InferenceReady", "OtherReady", "ResourceReady"} <= await _conditions(env, "ws-seen")
+    assert reads == ["ws-seen"]
+
+
+def _other_condition() -> dict[str, Any]:
+    return {
+        "type": "OtherReady",
+        "status": "True",
+        "reason": "Other",
+        "message": "written by someone else",
+        "lastTransitionTime": "2026-12-07T00:00:00Z",
+    }
+
+
+def _latest_version(watcher: Watcher, name: str) -> str | None:
+    kept = watcher._latest.get(("default", name))
+    return None if kept is None else str(kept["metadata"]["resourceVersion"])
+
+
+async def _has_type(env: Env, name: str, ctype: str) -> bool:
+    return ctype in await _conditions(env, name)
+
+
 async def test_no_change_is_missed_across_a_cut_watch_and_a_410(env: Env) -> None:
     await env.start(watch_timeout_s=30)
     for i in range(10):

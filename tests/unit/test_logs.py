@@ -18,7 +18,7 @@ def test_json_lines_carry_bound_workspace_and_correlation(
     try:
         with structlog.contextvars.bound_contextvars(workspace="default/ws", correlation_id="u/1"):
             structlog.get_logger("t").info("event.handled", outcome="ack")
-        logging.getLogger("faststream").debug("hidden below INFO")
+        logging.getLogger("nats").debug("hidden below INFO")
         line = json.loads(capsys.readouterr().err.strip())
     finally:
         structlog.reset_defaults()

@@ -68,8 +68,8 @@ def test_a_time_with_an_offset_is_shown_in_utc() -> None:
 
 
 def test_other_lines_are_kept_without_terminal_colours() -> None:
-    faststream = "2026-11-22 03:38:51,784 \x1b[31mERROR\x1b[0m    - Task-24 raised an exception"
-    assert render(faststream) == ["2026-11-22 03:38:51,784 ERROR    - Task-24 raised an exception"]
+    coloured = "2026-11-22 03:38:51,784 \x1b[31mERROR\x1b[0m    - Task-24 raised an exception"
+    assert render(coloured) == ["2026-11-22 03:38:51,784 ERROR    - Task-24 raised an exception"]
     for kept in ('{"no": "event key"}', "{not json", "", "    raise asyncio.TimeoutError"):
         assert render(kept) == [kept]
 
