@@ -28,9 +28,11 @@ class Database:
     """An engine and its session factory. ``close()`` releases the pool."""
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
-        self.engine: AsyncEngine = create_async_engine(
-            async_database_url(url), pool_size=pool_size, pool_pre_ping=True
-        )
+        # No pre-ping: with asyncpg it costs three round trips (BEGIN, ";", ROLLBACK) per
+        # checkout. After a PostgreSQL restart the first use of a stale connection fails like
+        # any database error (the event or pass is retried) and SQLAlchemy, seeing a
+        # disconnect, replaces every pooled connection older than it.
+        self.engine: AsyncEngine = create_async_engine(async_database_url(url), pool_size=pool_size)
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )

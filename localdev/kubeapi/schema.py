@@ -643,9 +643,35 @@ def _has_rules(s: Any) -> bool:
     return any(_has_rules(c) for c in children)
 
 
+# id(schema node) -> (the node, kept so its id is not reused; whether a rule under it uses oldSelf)
+_OLD_SELF_UNDER: dict[int, tuple[Schema, bool]] = {}
+
+
+def _uses_old_self(s: Schema) -> bool:
+    """Whether a rule of ``s`` or of a node under it is a transition rule (uses oldSelf)."""
+    known = _OLD_SELF_UNDER.get(id(s))
+    if known is not None and known[0] is s:
+        return known[1]
+    children = [
+        *(s.get("properties") or {}).values(),
+        s.get("additionalProperties"),
+        s.get("items"),
+    ]
+    uses = any(
+        _compile(str(rule.get("rule", ""))).uses_old_self
+        for rule in s.get("x-kubernetes-validations") or []
+    ) or any(_uses_old_self(c) for c in children if isinstance(c, dict))
+    _OLD_SELF_UNDER[id(s)] = (s, uses)
+    return uses
+
+
 def _cel_walk(s: Any, v: Any, old: Any, path: str) -> list[FieldError]:
-    """Rule errors at this node, then at its properties, map values and list items."""
+    """Rule errors at this node, then at its properties, map values and list items. A value an
+    update leaves unchanged is not checked again (CRD validation ratcheting, KEP-4008, GA in
+    1.33), unless a transition rule (oldSelf) lies under it."""
     if v is None or not isinstance(s, dict):
+        return []
+    if old is not _ABSENT and v == old and not _uses_old_self(s):
         return []
     node_type = str(s.get("type", ""))
     errs = [

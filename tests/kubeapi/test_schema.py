@@ -845,6 +845,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], Any, Any, list[FieldError]]] = [
         [],
     ),
     (
+        "ratcheting-an-unchanged-value-is-not-checked-again",
+        {"rule": "self.replicas <= 3", "message": "too many"},
+        {"spec": {"replicas": 5}},
+        {"spec": {"replicas": 5}},
+        [],
+    ),
+    (
+        "ratcheting-a-changed-value-is-checked",
+        {"rule": "self.replicas <= 3", "message": "too many"},
+        {"spec": {"replicas": 5}},
+        {"spec": {"replicas": 4}},
+        [invalid("spec", 'Invalid value: "object": too many')],
+    ),
+    (
+        "ratcheting-leaves-transition-rules-alone",
+        {"rule": "self.replicas > oldSelf.replicas", "message": "must grow"},
+        {"spec": {"replicas": 5}},
+        {"spec": {"replicas": 5}},
+        [invalid("spec", 'Invalid value: "object": must grow')],
+    ),
+    (
         "optional-old-self-evaluated-on-create",
         {
             "rule": "!oldSelf.hasValue() || self.replicas >= oldSelf.value().replicas",
