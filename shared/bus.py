@@ -65,7 +65,10 @@ from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[Envelope[Any]], Awaitable[None]]
+# A handler returns None when it is done with the event, or an awaitable for its outcome when
+# it has taken the event in order and the rest may overlap the next event about the workspace
+# (the event is acked once the awaitable is done, retried if it raises).
+Handler = Callable[[Envelope[Any]], Awaitable[Awaitable[None] | None]]
 # Seconds a pull request waits on the server for an event (an idle consumer asks again after
 # it); a pausing replica waits for its requests to end, and a little more.
 FETCH_WAIT_S = 0.5
@@ -87,6 +90,7 @@ class Subscription:
     event_type: EventType
     handler: Handler
     failure_condition: str | None = "WorkspaceSucceeded"
+    concurrency: int | None = None  # events in flight; None: the settings' pull_batch
 
 
 class KeyedLocks:
@@ -187,15 +191,17 @@ class BusMetrics:
 
 
 class _Chains:
-    """Tasks for one consumer's events, at most ``capacity`` at once; a task with a key starts
-    after the previous task with that key has finished (stream order per workspace). Once
-    ``closing``, a task whose turn comes runs its ``release`` instead (hands the event back)."""
+    """Tasks for one consumer's events, at most ``capacity`` at once. A task with a key starts
+    once the previous task with that key has passed its turn: when it finished, or earlier when
+    its work calls ``pass_turn`` (the handler took the event in order; what remains is to wait
+    for the outcome). Once ``closing``, a task whose turn comes runs its ``release`` instead
+    (hands the event back)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
-        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._tails: dict[str, asyncio.Future[None]] = {}
         self._room = asyncio.Event()
 
     async def room(self) -> int:
@@ -213,29 +219,40 @@ class _Chains:
     def start(
         self,
         key: str | None,
-        work: Callable[[], Awaitable[None]],
+        work: Callable[[Callable[[], None]], Awaitable[None]],
         release: Callable[[], Awaitable[None]],
     ) -> None:
         previous = self._tails.get(key) if key is not None else None
-        task = asyncio.create_task(self._after(previous, work, release))
-        self.tasks.add(task)
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if key is not None:
-            self._tails[key] = task
-        task.add_done_callback(lambda done: self._finished(key, done))
+            self._tails[key] = turn
+        task = asyncio.create_task(self._after(previous, turn, work, release))
+        self.tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(key, turn, done))
 
     async def _after(
         self,
-        previous: asyncio.Task[None] | None,
-        work: Callable[[], Awaitable[None]],
+        previous: asyncio.Future[None] | None,
+        turn: asyncio.Future[None],
+        work: Callable[[Callable[[], None]], Awaitable[None]],
         release: Callable[[], Awaitable[None]],
     ) -> None:
         if previous is not None:
             await asyncio.wait((previous,))
-        await (release() if self.closing else work())
 
-    def _finished(self, key: str | None, task: asyncio.Task[None]) -> None:
+        def pass_turn() -> None:
+            if not turn.done():
+                turn.set_result(None)
+
+        await (release() if self.closing else work(pass_turn))
+
+    def _finished(
+        self, key: str | None, turn: asyncio.Future[None], task: asyncio.Task[None]
+    ) -> None:
         self.tasks.discard(task)
-        if key is not None and self._tails.get(key) is task:
+        if not turn.done():
+            turn.set_result(None)
+        if key is not None and self._tails.get(key) is turn:
             del self._tails[key]
         self._room.set()
         if not task.cancelled() and (error := task.exception()) is not None:
@@ -290,7 +307,7 @@ class Bus:
         """Register ``sub`` before ``start()``. Replicas share its durable consumer."""
         settings = self.settings
         name = consumer_name(self.service, sub.event_type)
-        chains = _Chains(settings.pull_batch)
+        chains = _Chains(sub.concurrency or settings.pull_batch)
         self._in_flight.append(chains)
 
         def take(fetched: list[Msg]) -> None:
@@ -322,7 +339,7 @@ class Bus:
         batches = _Chains(1)
         self._in_flight.append(batches)
 
-        async def handle(raw: list[Msg]) -> None:
+        async def handle(raw: list[Msg], _pass_turn: Callable[[], None]) -> None:
             batch = [
                 Delivered(
                     subject=m.subject,
@@ -578,7 +595,7 @@ class Bus:
             log.warning("event.invalid", subject=msg.subject, error=e.message)
             error = e.message
 
-            async def reject() -> None:
+            async def reject(_pass_turn: Callable[[], None]) -> None:
                 await self._dead_letter(msg, consumer, deliveries, error, event=None, sub=sub)
                 self._metrics.handled.labels(self.service, sub.event_type.value, "deadletter").inc()
 
@@ -603,6 +620,7 @@ class Bus:
         sub: Subscription,
         consumer: str,
         msg: Msg,
+        pass_turn: Callable[[], None],
         *,
         event: Envelope[Any],
         deliveries: int,
@@ -615,7 +633,9 @@ class Bus:
             generation=event.workspace.generation,
             correlation_id=event.correlation_id,
         ):
-            outcome = await self._run_handler(sub, consumer, msg, event, deliveries)
+            outcome = await self._run_handler(
+                sub, consumer, msg, event, deliveries, pass_turn=pass_turn
+            )
             elapsed = time.perf_counter() - started
             self._metrics.seconds.labels(self.service, event.type.value).observe(elapsed)
             self._metrics.handled.labels(self.service, event.type.value, outcome).inc()
@@ -633,10 +653,15 @@ class Bus:
         msg: Msg,
         event: Envelope[Any],
         deliveries: int,
+        *,
+        pass_turn: Callable[[], None],
     ) -> str:
         """Run the handler and settle the message; returns the outcome label."""
         try:
-            await sub.handler(event)
+            settled = await sub.handler(event)
+            pass_turn()  # the next event about this workspace may start
+            if settled is not None:
+                await settled
         except PermanentError as e:
             log.warning("event.permanent_error", reason=e.reason, error=e.message)
             if e.condition:

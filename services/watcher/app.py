@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from presets.catalog import default_catalog
 from services.watcher.audit import AuditLog
 from services.watcher.kubeapi import WorkspaceApi
-from services.watcher.service import Watcher, WatcherOptions
+from services.watcher.service import STATUS_CONCURRENCY, Watcher, WatcherOptions
 from services.watcher.store import WatcherStore
 from services.watcher.webhook import WebhookSettings, serve_webhook
 from shared.background import periodically
@@ -85,7 +85,10 @@ def build_service() -> ServiceSpec:
             (EventType.CLEANUP_DONE, watcher.on_cleanup_done),
         ]
         # A dead-lettered status write must not report another condition about itself.
-        return [Subscription(t, h, failure_condition=None) for t, h in routes]  # type: ignore[arg-type]
+        return [
+            Subscription(t, h, failure_condition=None, concurrency=STATUS_CONCURRENCY)  # type: ignore[arg-type]
+            for t, h in routes
+        ]
 
     def sinks(ctx: ServiceContext) -> list[StreamSink]:
         return [StreamSink("audit", holder.get(ctx).on_messages)]

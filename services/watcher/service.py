@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +37,11 @@ Clock = Callable[[], datetime]
 # A Workspace that failed on a transient error is handled again after this long, doubling.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+# Seconds a Workspace's status writer waits for more updates before it writes (a burst of
+# reports about one Workspace becomes one status write).
+STATUS_COALESCE_S = 0.05
+# Status events taken at once per event type (each waits for its write; many share one).
+STATUS_CONCURRENCY = 256
 # Observed Workspaces handled at once (each waits on the API, the database and the bus).
 OBSERVE_CONCURRENCY = 32
 
@@ -62,8 +66,11 @@ class StatusUpdate:
 
 @dataclass
 class _Pending:
+    """Status updates of one Workspace waiting for its writer."""
+
+    ref: WorkspaceRef
     updates: list[tuple[StatusUpdate, asyncio.Future[None]]] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    writer: asyncio.Task[None] | None = None
 
 
 class Watcher:
@@ -79,7 +86,7 @@ class Watcher:
     ) -> None:
         self.api, self.store, self.bus, self.clock, self.options = api, store, bus, clock, options
         self.audit = audit
-        self._pending: dict[tuple[str, str], _Pending] = defaultdict(_Pending)
+        self._pending: dict[tuple[str, str, str], _Pending] = {}
         self._rechecks: set[str] = set()
         self._retries: set[tuple[str, str]] = set()
         # (uid, condition type) -> when the newest report taken of it occurred
@@ -340,7 +347,7 @@ class Watcher:
 
     # --- events from other services ------------------------------------------------------------
 
-    async def on_condition(self, event: Envelope[Any]) -> None:
+    async def on_condition(self, event: Envelope[Any]) -> asyncio.Future[None] | None:
         await self.store.add_involved(event.workspace, event.source, self.clock())
         condition = event.data.condition
         key = (event.workspace.uid, condition.type)
@@ -349,18 +356,18 @@ class Watcher:
             # A report redelivered after a failed write (an API fault), older than one already
             # taken: applying it would undo the newer (Ready, then the older Pending again).
             log.info("condition.stale", workspace=event.workspace.key, type=condition.type)
-            return
+            return None
         self._reported[key] = event.occurred_at
-        await self.apply_status(event.workspace, StatusUpdate(conditions=(condition,)))
+        return self.queue_status(event.workspace, StatusUpdate(conditions=(condition,)))
 
-    async def on_resources_ready(self, event: Envelope[Any]) -> None:
+    async def on_resources_ready(self, event: Envelope[Any]) -> asyncio.Future[None]:
         await self.store.add_involved(event.workspace, event.source, self.clock())
-        await self.apply_status(
+        return self.queue_status(
             event.workspace, StatusUpdate(worker_nodes=tuple(sorted(event.data.node_names)))
         )
 
-    async def on_plan_ready(self, event: Envelope[Any]) -> None:
-        await self.apply_status(
+    async def on_plan_ready(self, event: Envelope[Any]) -> asyncio.Future[None]:
+        return self.queue_status(
             event.workspace, StatusUpdate(target_node_count=event.data.node_count)
         )
 
@@ -404,16 +411,32 @@ class Watcher:
     # --- status writer ---------------------------------------------------------------------
 
     async def apply_status(self, ref: WorkspaceRef, update: StatusUpdate) -> None:
-        """Queue ``update``; whoever holds the workspace's lock writes every queued update in one
-        status write. Returns once the write carrying ``update`` landed (or raises its error)."""
-        pending = self._pending[(ref.namespace, ref.name)]
+        """Queue ``update`` and wait until the status write carrying it landed."""
+        await self.queue_status(ref, update)
+
+    def queue_status(self, ref: WorkspaceRef, update: StatusUpdate) -> asyncio.Future[None]:
+        """Queue ``update`` for the Workspace's writer; the future is done when the write
+        carrying it landed (or holds its error). The writer waits ``STATUS_COALESCE_S`` and then
+        writes every update queued by then in one status write, in the order queued; updates
+        queued during a write go in the next one."""
+        key = (ref.namespace, ref.name, ref.uid)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending(ref)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending.updates.append((update, done))
-        async with pending.lock:
-            batch, pending.updates = pending.updates, []
-            if batch:
+        if pending.writer is None:
+            pending.writer = asyncio.get_running_loop().create_task(self._status_writer(key))
+        return done
+
+    async def _status_writer(self, key: tuple[str, str, str]) -> None:
+        pending = self._pending[key]
+        try:
+            while pending.updates:
+                await asyncio.sleep(STATUS_COALESCE_S)
+                batch, pending.updates = pending.updates, []
                 try:
-                    await self._write_status(ref, [u for u, _ in batch])
+                    await self._write_status(pending.ref, [u for u, _ in batch])
                 except Exception as e:  # noqa: BLE001 -- handed to every waiting handler
                     for _, future in batch:
                         if not future.done():
@@ -422,7 +445,10 @@ class Watcher:
                     for _, future in batch:
                         if not future.done():
                             future.set_result(None)
-        await done
+        finally:
+            del self._pending[key]
+            for _, future in pending.updates:  # cancelled mid-wait: their events are retried
+                future.cancel()
 
     async def _write_status(self, ref: WorkspaceRef, updates: list[StatusUpdate]) -> None:
         seen = self._latest.get((ref.namespace, ref.name))

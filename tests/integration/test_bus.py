@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -14,7 +14,14 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CollectorRegistry
 
-from shared.bus import DEADLETTER_REASON, Bus, KeyedLocks, Subscription, consumer_name
+from shared.bus import (
+    DEADLETTER_REASON,
+    Bus,
+    Handler,
+    KeyedLocks,
+    Subscription,
+    consumer_name,
+)
 from shared.errors import PermanentError, TransientError
 from shared.events import (
     ConditionReported,
@@ -30,8 +37,6 @@ from shared.events import (
 from shared.settings import Settings
 from tests.support.bus import event, stream_reader, workspace
 from tests.support.polling import eventually
-
-Handler = Callable[[Envelope[Any]], Awaitable[None]]
 
 
 def ready(node: str) -> ResourcesReady:
@@ -417,3 +422,27 @@ async def test_a_paused_replica_hands_back_the_events_it_fetched_but_did_not_sta
     release.set()
     await eventually(lambda: other == ["node-2"], what="node-2 on the other replica")
     assert stopping == ["node-1"]
+
+
+async def test_a_handler_that_returns_its_outcome_lets_the_next_event_start_first(
+    harness: Harness,
+) -> None:
+    """A handler may take an event in order and return an awaitable for the outcome: the next
+    event about the workspace starts at once; each is acked (or retried) by its own outcome."""
+    started: list[str] = []
+    outcomes: dict[str, asyncio.Future[None]] = {}
+
+    async def take(ev: Envelope[Any]) -> asyncio.Future[None]:
+        node = ev.data.node_names[0]
+        started.append(node)
+        outcomes[node] = asyncio.get_running_loop().create_future()
+        return outcomes[node]
+
+    await harness.bus(handler=take)
+    await harness.publish(event(ready("node-1")))
+    await harness.publish(event(ready("node-2")))
+    await eventually(lambda: started == ["node-1", "node-2"], what="both taken, unsettled")
+    outcomes["node-2"].set_result(None)
+    outcomes["node-1"].set_exception(TransientError("the write failed", delay=0.1))
+    await eventually(lambda: started == ["node-1", "node-2", "node-1"], what="node-1 retried")
+    outcomes["node-1"].set_result(None)
