@@ -224,9 +224,9 @@ class Provisioner:
             assessment = decide()
         return assessment
 
-    async def reconcile_all(self, only: set[tuple[str, str]] | None = None) -> bool:
-        """Assess every active workspace (or those of ``only``); True when none failed (a
-        failure is logged and the caller tries again)."""
+    async def reconcile_all(self, only: set[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
+        """Assess every active workspace (or those of ``only``); returns the (namespace, name)
+        of those that failed (each failure is logged; the caller tries them again)."""
 
         async def one(found: WorkspaceKey) -> bool:
             try:
@@ -240,7 +240,9 @@ class Provisioner:
             return True
 
         # Several at once: each waits on its own row lock, the API and the bus.
-        return all(await each_limited(PASS_CONCURRENCY, await self.store.active(only), one))
+        found = await self.store.active(only)
+        results = await each_limited(PASS_CONCURRENCY, found, one)
+        return {(f.namespace, f.name) for f, ok in zip(found, results, strict=True) if not ok}
 
     # --- watches -------------------------------------------------------------------------
 
@@ -316,19 +318,22 @@ class Provisioner:
             self._dirty.clear()
             only = None if self._full else self._keys
             self._full, self._keys = False, set()
+            failed: set[tuple[str, str]] | None
             try:
-                ok = await self.reconcile_all(only)
+                failed = await self.reconcile_all(only)
             except Exception:  # the store unreadable (PostgreSQL restarting)
                 log.exception("resources.unreadable")
-                ok = False
-            if ok:
+                failed = None  # every workspace, once it is readable
+            if failed == set():
                 delay = self.options.retry_base_s
                 continue
-            # A pass failed (the database or NATS away for a moment): try again soon rather than
-            # at the next resync, minutes away; a change seen meanwhile joins that pass.
+            # Some failed (the database or NATS away for a moment): try those again soon rather
+            # than at the next resync, minutes away; a change seen meanwhile joins that pass. Only
+            # those: under load, one conflict must not cost a pass over every workspace.
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.retry_max_s)
-            self._poke(None)
+            for key in failed if failed is not None else (None,):
+                self._poke(key)
 
 
 def _owner_selector(ref: WorkspaceRef) -> str:

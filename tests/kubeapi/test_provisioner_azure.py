@@ -36,6 +36,7 @@ from services.provisioner.service import (
 from services.provisioner.store import ProvisionerStore
 from shared.bus import Bus
 from shared.db import Database
+from shared.errors import TransientError
 from shared.events import (
     Envelope,
     EventType,
@@ -349,7 +350,7 @@ async def test_quota_exceeded_is_reported_verbatim_once_without_a_retry_storm(en
 
     # Resyncs and node changes do not try again: one PUT, ever.
     for provisioner in env.provisioners:
-        await provisioner.reconcile_all()
+        assert await provisioner.reconcile_all() == set()
     await add_node(env.cluster, {"metadata": {"name": "unrelated"}}, {})
     await asyncio.sleep(0.5)
     puts = [r for r in env.arm.requests if r.method == "PUT"]
@@ -447,3 +448,25 @@ async def test_deleting_a_pool_already_deleting_or_gone_is_a_quiet_success(env: 
     deletes = [r for r in env.arm.requests if r.method == "DELETE"]
     assert deletes == []  # a pool already Deleting is left to finish; a missing one is gone
     assert "wsdeleting01" in env.arm.pools
+
+
+async def test_a_pass_reports_the_workspaces_that_failed_for_a_retry_of_those_alone(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy, failing = new_ref(), new_ref()
+    provisioner = env.provisioners[0]
+    for ref in (healthy, failing):
+        await provisioner.on_plan_ready(await env.plan_ready(ref))
+    real = provisioner.reconcile
+
+    async def flaky(uid: str, cause: Envelope[Any] | None = None) -> None:
+        if uid == failing.uid:
+            raise TransientError("the API is away for a moment")
+        await real(uid, cause)
+
+    monkeypatch.setattr(provisioner, "reconcile", flaky)
+    assert await provisioner.reconcile_all() == {(failing.namespace, failing.name)}
+    # The retry pass asks for the failed one only (the service's loop pokes just those keys).
+    only = {(failing.namespace, failing.name)}
+    assert await provisioner.reconcile_all(only) == only
+    assert await provisioner.reconcile_all({(healthy.namespace, healthy.name)}) == set()
