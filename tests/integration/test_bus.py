@@ -414,8 +414,9 @@ async def test_a_paused_replica_hands_back_the_events_it_fetched_but_did_not_sta
         other.append(ev.data.node_names[0])
 
     replica = await harness.bus(handler=slow)
-    await harness.publish(event(ready("node-1")))
-    await harness.publish(event(ready("node-2")))
+    ws = workspace("paused")
+    await harness.publish(event(ready("node-1"), ws))
+    await harness.publish(event(ready("node-2"), ws))
     await asyncio.wait_for(first_started.wait(), timeout=10)
     await replica.pause()
     await harness.bus(handler=quick)
@@ -439,8 +440,9 @@ async def test_a_handler_that_returns_its_outcome_lets_the_next_event_start_firs
         return outcomes[node]
 
     await harness.bus(handler=take)
-    await harness.publish(event(ready("node-1")))
-    await harness.publish(event(ready("node-2")))
+    ws = workspace("outcomes")
+    await harness.publish(event(ready("node-1"), ws))
+    await harness.publish(event(ready("node-2"), ws))
     await eventually(lambda: started == ["node-1", "node-2"], what="both taken, unsettled")
     outcomes["node-2"].set_result(None)
     outcomes["node-1"].set_exception(TransientError("the write failed", delay=0.1))
